@@ -1,0 +1,206 @@
+"""The agent's configuration: one TOML file, validated by pydantic models that forbid unknown keys.
+
+`load_config(path)` returns a `Config` or raises `ConfigError` whose message names each bad key path and what was
+expected, so `xray-agent check-config` can print it and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Site and room ids become MQTT topic levels: no '/', '+', '#' or spaces, so a subscriber's wildcard stays meaningful.
+TopicId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+MIB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file and each bad key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteConfig(Section):
+    id: TopicId = Field(description="Site id, the second topic level (e.g. 'stmarys').")
+    room: TopicId = Field(description="Room id, the third topic level (e.g. 'xr-03').")
+    secret_key_file: Path = Field(description="File holding the per-site secret for pseudonymous references.")
+    timezone: str = Field("UTC", description="Zone for DICOM times that carry no offset (IANA name).")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Europe/London'") from None
+        return value
+
+
+class MqttConfig(Section):
+    url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host[:port] or mqtts://host[:port].")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
+    client_id: str = Field("", description="Defaults to xray-agent-{site}-{room}.")
+    topic_prefix: str = Field("xray/v1", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    username: str = ""
+    password_file: Path | None = Field(None, description="File holding the broker password (never inline).")
+    ca_file: Path | None = Field(None, description="CA bundle for mqtts://; system CAs when unset.")
+    cert_file: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    key_file: Path | None = Field(None, description="Client private key for mutual TLS (a secret file).")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    max_inflight: int = Field(200, ge=1, le=65535, description="Unacknowledged QoS 1 publishes allowed at once.")
+    reconnect_min_s: float = Field(0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("expected mqtt://host[:port] or mqtts://host[:port]")
+        if parts.username or parts.password:
+            raise ValueError("credentials do not belong in the URL; use mqtt.username and mqtt.password_file")
+        parts.port  # raises ValueError for a non-numeric or out-of-range port
+        return value
+
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> "MqttConfig":
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (mutual TLS needs both)")
+        if self.password_file is not None and not self.username:
+            raise ValueError("password_file is set but username is empty")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """True for mqtts:// URLs."""
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+
+class OutboxConfig(Section):
+    path: Path = Field(Path("/var/lib/xray-agent/outbox.db"), description="SQLite file of the durable outbox.")
+    max_bytes: int = Field(256 * MIB, ge=MIB, description="Payload bytes held before exposure-class enqueues are refused.")
+    telemetry_max_age_s: float = Field(86400, gt=0, description="Undelivered status/health samples older than this expire.")
+    dedupe_days: float = Field(30, gt=0, description="How long delivered msg_ids are remembered to drop re-sends.")
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(Section):
+    site: SiteConfig
+    mqtt: MqttConfig = MqttConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    # Where the file was read from and its hash; set by load_config, not by the file.
+    source_path: Path | None = Field(None, exclude=True)
+    config_hash: str = Field("", exclude=True)
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"xray-agent-{self.site.id}-{self.site.room}"
+
+
+def _format_loc(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def format_validation_error(path: Path, err: ValidationError) -> str:
+    """One line per problem: `file: key.path: what is wrong (got value)`."""
+    lines = []
+    for item in err.errors():
+        where = _format_loc(item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{path}: {where}: unknown key (check the spelling against config/xray-agent.example.toml)")
+        elif item["type"] == "missing":
+            lines.append(f"{path}: {where}: required key is missing")
+        else:
+            msg = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}: {where}: {msg} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    """Make relative file paths in the config relative to the config file's folder, not to the working directory."""
+    for section, keys in {"site": ["secret_key_file"], "outbox": ["path"],
+                          "mqtt": ["password_file", "ca_file", "cert_file", "key_file"]}.items():
+        table = raw.get(section)
+        if not isinstance(table, dict):
+            continue
+        for key in keys:
+            value = table.get(key)
+            if isinstance(value, str) and value and not os.path.isabs(value):
+                table[key] = str(base / value)
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate a config file; raise ConfigError naming every bad key."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    _resolve_paths(raw, path.parent.resolve())
+    for key in ("source_path", "config_hash"):
+        if key in raw:
+            raise ConfigError(f"{path}: {key}: unknown key")
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(path, exc)) from None
+    return cfg.model_copy(update={"source_path": path, "config_hash": hashlib.sha256(data).hexdigest()[:16]})
+
+
+def secret_files(cfg: Config) -> dict[str, Path]:
+    """The config's secret files by key path."""
+    files = {"site.secret_key_file": cfg.site.secret_key_file}
+    if cfg.mqtt.password_file:
+        files["mqtt.password_file"] = cfg.mqtt.password_file
+    if cfg.mqtt.key_file:
+        files["mqtt.key_file"] = cfg.mqtt.key_file
+    return files
+
+
+def check_files(cfg: Config) -> tuple[list[str], list[str]]:
+    """Check the files the config names. Returns (errors, warnings) as printable lines."""
+    errors, warnings = [], []
+    for key, file in secret_files(cfg).items():
+        try:
+            mode = file.stat().st_mode
+        except FileNotFoundError:
+            hint = " (create one with: xray-agent new-secret PATH)" if key == "site.secret_key_file" else ""
+            errors.append(f"{key}: {file} does not exist{hint}")
+            continue
+        if mode & (stat.S_IROTH | stat.S_IWOTH):
+            warnings.append(f"{key}: {file} is accessible by other users (mode {stat.S_IMODE(mode):04o}); "
+                            f"run: chmod o-rwx {file}")
+    for key in ("ca_file", "cert_file"):
+        file = getattr(cfg.mqtt, key)
+        if file is not None and not file.exists():
+            errors.append(f"mqtt.{key}: {file} does not exist")
+    if cfg.mqtt.ca_file and not cfg.mqtt.tls:
+        warnings.append("mqtt.ca_file is set but mqtt.url is mqtt:// (plain text); use mqtts:// to encrypt")
+    return errors, warnings

@@ -1,0 +1,75 @@
+"""Wires the agent together from its config and runs it under the supervisor."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from agent import __version__
+from agent.config import Config
+from agent.outbox import Outbox
+from agent.pseudonym import load_secret
+from agent.publisher import Publisher
+from agent.sink import Sink
+from agent.supervisor import Supervisor
+from agent.topics import Topics
+
+log = logging.getLogger(__name__)
+
+MAINTAIN_EVERY_S = 600
+
+
+@dataclass
+class Agent:
+    """The running parts of one agent; `run()` blocks until SIGTERM/SIGINT."""
+
+    cfg: Config
+    secret: bytes
+    outbox: Outbox
+    publisher: Publisher
+    sink: Sink
+    supervisor: Supervisor
+
+    def run(self) -> None:
+        log.info("xray-agent %s starting: site %s room %s, broker %s, outbox %s", __version__, self.cfg.site.id,
+                 self.cfg.site.room, self.cfg.mqtt.url, self.cfg.outbox.path)
+        self.supervisor.install_signal_handlers()
+        self.supervisor.run()
+        log.info("xray-agent stopped")
+
+
+def build_agent(cfg: Config) -> Agent:
+    """Create every service in start order: outbox first (others write to it), publisher, then intakes."""
+    secret = load_secret(cfg.site.secret_key_file)
+    o = cfg.outbox
+    outbox = Outbox(o.path, max_bytes=o.max_bytes, telemetry_max_age_s=o.telemetry_max_age_s, dedupe_days=o.dedupe_days)
+    publisher = Publisher(cfg, outbox)
+    sink = Sink(outbox, Topics(cfg.mqtt.topic_prefix, cfg.site.id, cfg.site.room))
+    supervisor = Supervisor()
+    supervisor.add("outbox", outbox)
+    supervisor.add("publisher", publisher)
+    supervisor.every_tick(_status_watcher(outbox, publisher))
+    supervisor.every_tick(_maintainer(outbox))
+    return Agent(cfg, secret, outbox, publisher, sink, supervisor)
+
+
+def _status_watcher(outbox: Outbox, publisher: Publisher):
+    """Re-publish the retained status when the outbox starts or stops refusing messages."""
+    last = {"refusing": False}
+
+    def tick() -> None:
+        if outbox.refusing != last["refusing"]:
+            last["refusing"] = outbox.refusing
+            publisher.status_changed()
+    return tick
+
+
+def _maintainer(outbox: Outbox):
+    next_at = {"t": time.monotonic() + 5}
+
+    def tick() -> None:
+        if time.monotonic() >= next_at["t"]:
+            next_at["t"] = time.monotonic() + MAINTAIN_EVERY_S
+            outbox.maintain()
+    return tick

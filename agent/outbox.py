@@ -1,0 +1,368 @@
+"""The durable outbox: every message is in SQLite before anyone is told it was taken, and leaves only after PUBACK.
+
+One writer thread owns the only write connection and commits with group commit: the enqueues that arrive while a
+commit is in progress are written together in the next transaction (one fsync), and each caller returns only after the
+transaction holding its rows committed with synchronous=FULL. Readers (the publisher, `outbox stats`) use their own
+connections; WAL lets them read while the writer writes. Other processes may open the same file (the demo generator,
+`xray-agent` tools); SQLite's locking serialises them and the byte total is kept by triggers so it stays exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 10_000
+MAX_OPS_PER_COMMIT = 512
+REFUSING_CLEARS_BELOW = 0.9  # hysteresis: stop reporting "full" only once 10% is free again
+
+
+class OutboxError(Exception):
+    """The outbox could not store a message (disk full, file unwritable, closed): the intake must not acknowledge."""
+
+
+class OutboxFull(OutboxError):
+    """The outbox is at its configured size; a message that must not be dropped was refused. Retry later."""
+
+
+@dataclass(frozen=True)
+class OutMessage:
+    """A message ready to store: its full topic, wire payload and delivery flags."""
+
+    msg_id: str
+    topic: str
+    payload: bytes
+    retain: bool = False
+    coalesce: bool = False  # keep only the newest undelivered message of this topic (status/health samples)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message read back from the outbox for publishing."""
+
+    seq: int
+    msg_id: str
+    topic: str
+    payload: bytes
+    retain: bool
+    coalesce: bool
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """What `xray-agent outbox stats` prints."""
+
+    depth_by_topic: dict[str, int]
+    oldest_age_s: float | None
+    bytes_used: int
+    max_bytes: int
+    counters: dict[str, int]
+
+
+@dataclass
+class _Op:
+    messages: tuple[OutMessage, ...] = ()
+    acks: tuple[tuple[int, str, bool], ...] = ()  # (seq, msg_id, remember msg_id for dedupe)
+    maintain: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    inserted: list[bool] = field(default_factory=list)
+    error: Exception | None = None
+
+
+# Each entry upgrades the file from version i to i+1 (PRAGMA user_version). Never edit a released entry: append one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        msg_id TEXT NOT NULL UNIQUE,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        retain INTEGER NOT NULL DEFAULT 0,
+        coalesce INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX messages_topic ON messages (topic, seq);
+    CREATE TABLE delivered (msg_id TEXT PRIMARY KEY, delivered_at REAL NOT NULL) WITHOUT ROWID;
+    """,
+    """
+    CREATE INDEX delivered_at ON delivered (delivered_at);
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE totals (id INTEGER PRIMARY KEY CHECK (id = 1), bytes INTEGER NOT NULL);
+    INSERT INTO totals (id, bytes) SELECT 1, coalesce(sum(length(payload)), 0) FROM messages;
+    CREATE TRIGGER messages_add AFTER INSERT ON messages
+        BEGIN UPDATE totals SET bytes = bytes + length(NEW.payload) WHERE id = 1; END;
+    CREATE TRIGGER messages_del AFTER DELETE ON messages
+        BEGIN UPDATE totals SET bytes = bytes - length(OLD.payload) WHERE id = 1; END;
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the outbox file with the settings every connection needs (WAL, FULL sync, busy timeout)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    # FULL: with WAL, NORMAL may lose the last commits on power loss; an acknowledged C-STORE must survive that.
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Bring the file up to `target` schema version; returns the version found. Refuses files from a newer agent."""
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise OutboxError(f"outbox schema version {found} is newer than this agent understands ({SCHEMA_VERSION}); "
+                          "upgrade the agent or move the file aside")
+    for version in range(found, target):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _split_sql(MIGRATIONS[version]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return found
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit the open transaction)."""
+    statements, current = [], []
+    for line in script.strip().splitlines():
+        current.append(line)
+        joined = "\n".join(current)
+        if sqlite3.complete_statement(joined):
+            statements.append(joined.strip())
+            current = []
+    return [s for s in statements if s]
+
+
+class Outbox:
+    """Durable FIFO of outgoing messages with idempotent enqueue, coalescing and a size bound."""
+
+    def __init__(self, path: Path, *, max_bytes: int, telemetry_max_age_s: float = 86400,
+                 dedupe_days: float = 30, clock: Callable[[], float] = time.time):
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.telemetry_max_age_s = telemetry_max_age_s
+        self.dedupe_s = dedupe_days * 86400
+        self._clock = clock
+        self._ops: queue.Queue[_Op | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._read_local = threading.local()
+        self.changed = threading.Event()  # set after a commit that added messages; the publisher waits on it
+        self.refusing = False
+        self.refused_total = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Create or upgrade the file, then start the writer thread."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(self.path)
+        try:
+            migrate(conn)
+        finally:
+            conn.close()
+        self._thread = threading.Thread(target=self._writer, name="outbox-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Commit what is queued, then stop the writer."""
+        if self._thread is None:
+            return
+        self._ops.put(None)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ---- writing ---------------------------------------------------------------------------------------------
+    def enqueue(self, messages: Iterable[OutMessage], timeout: float = 30.0) -> list[bool]:
+        """Store messages atomically and durably; return, per message, True if stored or False if a duplicate.
+
+        Raises OutboxFull (nothing of this call stored) when a non-coalescing message does not fit, and OutboxError
+        when the file cannot be written or the writer is not running. Returns only after the commit is on disk.
+        """
+        op = _Op(messages=tuple(messages))
+        self._submit(op, timeout)
+        return op.inserted
+
+    def ack(self, acks: Iterable[tuple[int, str, bool]], wait: bool = False) -> None:
+        """Remove published messages by (seq, msg_id, remember): remember keeps msg_id to drop later re-sends."""
+        op = _Op(acks=tuple(acks))
+        if wait:
+            self._submit(op, 30.0)
+        elif self.alive():
+            self._ops.put(op)
+
+    def maintain(self) -> None:
+        """Expire stale telemetry and forget old delivered ids (the supervisor calls this now and then)."""
+        self._submit(_Op(maintain=True), 30.0)
+
+    def _submit(self, op: _Op, timeout: float) -> None:
+        if not self.alive():
+            raise OutboxError("outbox is not running")
+        self._ops.put(op)
+        if not op.done.wait(timeout):
+            raise OutboxError(f"outbox did not commit within {timeout:.0f} s (disk stalled?)")
+        if op.error is not None:
+            raise op.error
+
+    def _writer(self) -> None:
+        conn = connect(self.path)
+        try:
+            while True:
+                op = self._ops.get()
+                if op is None:
+                    return
+                batch = [op]
+                while len(batch) < MAX_OPS_PER_COMMIT:
+                    try:
+                        nxt = self._ops.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        self._ops.put(None)  # finish this batch, then stop
+                        break
+                    batch.append(nxt)
+                self._commit(conn, batch)
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        now = self._clock()
+        added = False
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            used = conn.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()[0]
+            for op in batch:
+                used, op_added = self._apply(conn, op, used, now)
+                added |= op_added
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            log.error("outbox write failed: %s (file %s)", exc, self.path)
+            for op in batch:
+                op.inserted = []
+                op.error = op.error or OutboxError(f"outbox write failed: {exc}")
+        for op in batch:
+            op.done.set()
+        if added:
+            self.changed.set()
+        if self.refusing and used < self.max_bytes * REFUSING_CLEARS_BELOW:
+            self.refusing = False
+            log.warning("outbox has room again (%d of %d bytes used); intake accepted", used, self.max_bytes)
+
+    def _apply(self, conn: sqlite3.Connection, op: _Op, used: int, now: float) -> tuple[int, bool]:
+        """Apply one op inside the open transaction; returns the new byte total and whether anything was added."""
+        if op.acks:
+            for seq, msg_id, remember in op.acks:
+                conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+                if remember:
+                    conn.execute("INSERT OR IGNORE INTO delivered (msg_id, delivered_at) VALUES (?, ?)", (msg_id, now))
+            return conn.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()[0], False
+        if op.maintain:
+            self._expire(conn, now)
+            return conn.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()[0], False
+        conn.execute("SAVEPOINT op")
+        inserted = []
+        for msg in op.messages:
+            if not msg.coalesce and used + len(msg.payload) > self.max_bytes:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                self._refuse(conn, msg)
+                op.error = OutboxFull(f"outbox full ({used} of {self.max_bytes} bytes); refused {msg.topic}")
+                return conn.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()[0], False
+            inserted.append(self._insert(conn, msg, now))
+            used = conn.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()[0]
+        conn.execute("RELEASE op")
+        op.inserted = inserted
+        return used, any(inserted)
+
+    def _insert(self, conn: sqlite3.Connection, msg: OutMessage, now: float) -> bool:
+        if conn.execute("SELECT 1 FROM delivered WHERE msg_id = ?", (msg.msg_id,)).fetchone():
+            return False
+        if msg.coalesce:
+            gone = conn.execute("DELETE FROM messages WHERE topic = ? AND coalesce = 1", (msg.topic,)).rowcount
+            _bump(conn, "coalesced", gone)
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO messages (msg_id, topic, payload, retain, coalesce, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (msg.msg_id, msg.topic, msg.payload, int(msg.retain), int(msg.coalesce), now))
+        return cur.rowcount == 1
+
+    def _refuse(self, conn: sqlite3.Connection, msg: OutMessage) -> None:
+        self.refused_total += 1
+        _bump(conn, "refused", 1)
+        if not self.refusing:
+            self.refusing = True
+            log.error("outbox full (max_bytes %d): refusing %s messages until the broker drains it; "
+                      "intake answers 'out of resources' so senders retry", self.max_bytes, msg.topic)
+
+    def _expire(self, conn: sqlite3.Connection, now: float) -> None:
+        gone = conn.execute("DELETE FROM messages WHERE coalesce = 1 AND created_at < ?",
+                            (now - self.telemetry_max_age_s,)).rowcount
+        if gone:
+            _bump(conn, "expired", gone)
+            log.info("expired %d undelivered status/health samples older than %.0f s", gone, self.telemetry_max_age_s)
+        conn.execute("DELETE FROM delivered WHERE delivered_at < ?", (now - self.dedupe_s,))
+
+    # ---- reading ---------------------------------------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._read_local, "conn", None)
+        if conn is None:
+            conn = connect(self.path)
+            self._read_local.conn = conn
+        return conn
+
+    def fetch_after(self, seq: int, limit: int) -> list[StoredMessage]:
+        """Undelivered messages with seq greater than `seq`, oldest first (FIFO per topic follows)."""
+        rows = self._reader().execute(
+            "SELECT seq, msg_id, topic, payload, retain, coalesce FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit)).fetchall()
+        return [StoredMessage(r[0], r[1], r[2], bytes(r[3]), bool(r[4]), bool(r[5])) for r in rows]
+
+    def depth(self) -> int:
+        """Number of undelivered messages."""
+        return self._reader().execute("SELECT count(*) FROM messages").fetchone()[0]
+
+    def stats(self) -> OutboxStats:
+        """Depth per topic, oldest undelivered age, bytes used and the event counters."""
+        conn = self._reader()
+        depth = dict(conn.execute("SELECT topic, count(*) FROM messages GROUP BY topic ORDER BY topic").fetchall())
+        oldest = conn.execute("SELECT min(created_at) FROM messages").fetchone()[0]
+        used = conn.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()[0]
+        counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+        age = None if oldest is None else max(0.0, self._clock() - oldest)
+        return OutboxStats(depth, age, used, self.max_bytes, counters)
+
+    def close_reader(self) -> None:
+        """Close this thread's read connection (call from the thread that read)."""
+        conn = getattr(self._read_local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._read_local.conn = None
+
+
+def _bump(conn: sqlite3.Connection, name: str, by: int) -> None:
+    if by:
+        conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
+                     "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (name, by))
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass

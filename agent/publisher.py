@@ -1,0 +1,303 @@
+"""MQTT publisher: drains the outbox to the broker with QoS 1; a row leaves the outbox only on its PUBACK.
+
+One feeder thread owns the connection's life. Each connection gets a fresh paho client (so no half-sent state of an
+old connection survives it) whose network loop runs in paho's own thread with reconnect_on_failure off; the feeder
+reconnects with tenacity's jittered exponential backoff and logs once per outage. After a reconnect every row not yet
+acknowledged is sent again from the oldest, so per-topic order holds and any duplicate repeats its msg_id.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from tenacity import RetryError, Retrying, retry_if_exception_type, wait_random_exponential
+
+from agent import __version__
+from agent.config import Config
+from agent.outbox import Outbox, StoredMessage
+from agent.payloads.base import new_msg_id
+from agent.payloads.status import AgentStatus
+from agent.topics import Topics
+
+log = logging.getLogger(__name__)
+
+CONNACK_TIMEOUT_S = 10.0
+SHUTDOWN_FLUSH_S = 2.0
+CONTENT_TYPE = "application/json"
+
+
+class ConnectFailed(Exception):
+    """One connection attempt failed; the message says why in words a biomed or IT can act on."""
+
+
+@dataclass
+class PublisherState:
+    """Figures for status and health."""
+
+    connected: bool = False
+    connects: int = 0
+    last_puback_at: float | None = None
+    published_total: int = 0
+    acked_total: int = 0
+    rejected_total: int = 0  # PUBACK with a failure reason code (MQTT 5): kept and retried later
+    last_error: str = ""
+
+
+@dataclass
+class _Connection:
+    client: mqtt.Client
+    connack: threading.Event = field(default_factory=threading.Event)
+    connack_error: str = ""
+    lost: threading.Event = field(default_factory=threading.Event)
+    acked: collections.deque = field(default_factory=collections.deque)  # (mid, ok) appended by paho's thread
+    inflight: dict[int, StoredMessage] = field(default_factory=dict)
+    cursor: int = 0
+
+
+def describe_connect_error(exc: BaseException, cfg: Config) -> str:
+    """Turn a socket/TLS exception into a sentence that says what to check."""
+    where = f"{cfg.mqtt.host}:{cfg.mqtt.port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS certificate verification failed for broker {where}: {exc.verify_message}; "
+                f"check that mqtt.ca_file ({cfg.mqtt.ca_file or 'system CAs'}) holds the CA that signed the broker's "
+                f"certificate and that the certificate names host '{cfg.mqtt.host}'")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with broker {where} failed: {exc.reason or exc}; check mqtt.cert_file/key_file and the URL scheme"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"broker {where} refused the connection (nothing listening?)"
+    if isinstance(exc, OSError):
+        return f"cannot reach broker {where}: {exc.strerror or exc}"
+    return f"cannot connect to broker {where}: {exc}"
+
+
+class Publisher:
+    """Publishes the outbox's messages and the agent's retained status."""
+
+    def __init__(self, cfg: Config, outbox: Outbox, boot_id: str | None = None):
+        self.cfg = cfg
+        self.outbox = outbox
+        self.topics = Topics(cfg.mqtt.topic_prefix, cfg.site.id, cfg.site.room)
+        self.boot_id = boot_id or new_msg_id()
+        self.state = PublisherState()
+        self._stop = threading.Event()
+        self._status_dirty = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._password = cfg.mqtt.password_file.read_text().strip() if cfg.mqtt.password_file else None
+        self._outage_started: float | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 4.0) -> None:
+        """Publish the retained offline status, wait briefly for outstanding PUBACKs, disconnect."""
+        self._stop.set()
+        self.outbox.changed.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def status_changed(self) -> None:
+        """Ask for the retained status to be published again (e.g. the outbox became full or has room again)."""
+        self._status_dirty.set()
+        self.outbox.changed.set()
+
+    # ---- the feeder thread -------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            conn = self._connect_with_backoff()
+            if conn is None:
+                return
+            try:
+                self._pump(conn)
+            finally:
+                self._close(conn)
+
+    def _connect_with_backoff(self) -> _Connection | None:
+        retrying = Retrying(
+            wait=wait_random_exponential(multiplier=self.cfg.mqtt.reconnect_min_s, max=self.cfg.mqtt.reconnect_max_s),
+            retry=retry_if_exception_type(ConnectFailed),
+            stop=lambda _state: self._stop.is_set(),
+            sleep=self._stop.wait,
+            before_sleep=self._log_retry,
+        )
+        try:
+            conn = retrying(self._connect_once)
+        except RetryError:
+            return None
+        if self._outage_started is not None:
+            log.warning("broker %s:%d reachable again after %.1f s; sending what was buffered",
+                        self.cfg.mqtt.host, self.cfg.mqtt.port, time.monotonic() - self._outage_started)
+            self._outage_started = None
+        else:
+            log.info("connected to broker %s:%d as %s", self.cfg.mqtt.host, self.cfg.mqtt.port, self.cfg.client_id)
+        return conn
+
+    def _log_retry(self, retry_state) -> None:
+        error = str(retry_state.outcome.exception())
+        self.state.last_error = error
+        if self._outage_started is None:
+            self._outage_started = time.monotonic()
+            log.error("%s; buffering in the outbox and retrying with backoff (logged once per outage)", error)
+        else:
+            log.debug("reconnect attempt %d failed: %s", retry_state.attempt_number, error)
+
+    def _connect_once(self) -> _Connection:
+        conn = self._new_connection()
+        try:
+            conn.client.connect(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s)
+        except (OSError, ValueError) as exc:
+            raise ConnectFailed(describe_connect_error(exc, self.cfg)) from None
+        conn.client.loop_start()
+        if not conn.connack.wait(CONNACK_TIMEOUT_S) or conn.connack_error:
+            self._close(conn)
+            raise ConnectFailed(conn.connack_error or f"broker {self.cfg.mqtt.host}:{self.cfg.mqtt.port} "
+                                f"did not answer CONNECT within {CONNACK_TIMEOUT_S:.0f} s")
+        self.state.connected = True
+        self.state.connects += 1
+        return conn
+
+    def _new_connection(self) -> _Connection:
+        m = self.cfg.mqtt
+        protocol = mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id, protocol=protocol,
+                             reconnect_on_failure=False)
+        client.max_inflight_messages_set(m.max_inflight)
+        if m.username:
+            client.username_pw_set(m.username, self._password)
+        if m.tls:
+            # CERT_REQUIRED with hostname checking: paho leaves tls_insecure False, so the broker's name is verified.
+            client.tls_set(ca_certs=str(m.ca_file) if m.ca_file else None,
+                           certfile=str(m.cert_file) if m.cert_file else None,
+                           keyfile=str(m.key_file) if m.key_file else None, cert_reqs=ssl.CERT_REQUIRED)
+        will = self._status("lost", online=False)
+        client.will_set(self.topics.topic("status"), will.to_json_bytes(), qos=1, retain=True,
+                        properties=self._properties(will.msg_id, PacketTypes.WILLMESSAGE))
+        conn = _Connection(client)
+        client.on_connect = lambda c, u, flags, rc, props: self._on_connect(conn, rc)
+        client.on_disconnect = lambda c, u, flags, rc, props: self._on_disconnect(conn, rc)
+        client.on_publish = lambda c, u, mid, rc, props: self._on_publish(conn, mid, rc)
+        return conn
+
+    def _on_publish(self, conn: _Connection, mid: int, reason_code) -> None:
+        conn.acked.append((mid, not reason_code.is_failure))
+        self.outbox.changed.set()  # wake the feeder: the window has room again
+
+    def _on_connect(self, conn: _Connection, reason_code) -> None:
+        if reason_code.is_failure:
+            conn.connack_error = (f"broker {self.cfg.mqtt.host}:{self.cfg.mqtt.port} refused the connection: "
+                                  f"{reason_code} (check mqtt.username/password_file and the broker's ACL)")
+        conn.connack.set()
+
+    def _on_disconnect(self, conn: _Connection, reason_code) -> None:
+        conn.lost.set()
+        self.outbox.changed.set()
+        if conn.connack.is_set() and not self._stop.is_set():
+            self._outage_started = time.monotonic()
+            self.state.last_error = f"connection lost: {reason_code}"
+            log.error("lost connection to broker %s:%d (%s); buffering and reconnecting",
+                      self.cfg.mqtt.host, self.cfg.mqtt.port, reason_code)
+
+    def _close(self, conn: _Connection) -> None:
+        self.state.connected = False
+        try:
+            conn.client.disconnect()
+        except Exception:  # noqa: BLE001 - a half-dead socket may fail to send DISCONNECT; nothing to do about it
+            pass
+        conn.client.loop_stop()
+
+    # ---- publishing --------------------------------------------------------------------------------------------
+    def _pump(self, conn: _Connection) -> None:
+        """Publish from the outbox until the connection is lost or the agent stops."""
+        self.outbox.ack((), wait=True)  # acks of the previous connection are committed before we re-read
+        self._publish_status(conn, "birth")
+        window = self.cfg.mqtt.max_inflight
+        while not conn.lost.is_set():
+            self.outbox.changed.clear()  # before looking, so a wake-up during the look is not lost
+            self._collect_acks(conn)
+            if self._stop.is_set():
+                self._shutdown(conn)
+                return
+            if self._status_dirty.is_set():
+                self._status_dirty.clear()
+                self._publish_status(conn, "update")
+            room = window - len(conn.inflight)
+            rows = self.outbox.fetch_after(conn.cursor, room) if room > 0 else []
+            for row in rows:
+                self._publish_row(conn, row)
+            if not rows:
+                # New rows in this process and PUBACKs set `changed`; the timeout catches other processes' rows.
+                self.outbox.changed.wait(0.25)
+
+    def _publish_row(self, conn: _Connection, row: StoredMessage) -> None:
+        info = conn.client.publish(row.topic, row.payload, qos=1, retain=row.retain,
+                                   properties=self._properties(row.msg_id))
+        conn.cursor = row.seq
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            conn.lost.set()  # paho could not queue it (connection gone); the row stays and is sent next time
+            return
+        conn.inflight[info.mid] = row
+        self.state.published_total += 1
+
+    def _collect_acks(self, conn: _Connection) -> None:
+        acks, retry_rejected = [], False
+        while conn.acked:
+            mid, ok = conn.acked.popleft()
+            row = conn.inflight.pop(mid, None)
+            if row is None:
+                continue  # the birth/offline status, published outside the outbox
+            if ok:
+                acks.append((row.seq, row.msg_id, not row.coalesce))
+            else:
+                retry_rejected = True
+                self.state.rejected_total += 1
+                log.error("broker rejected %s (msg_id %s); kept in the outbox for the next connection",
+                          row.topic, row.msg_id)
+        if acks:
+            self.state.acked_total += len(acks)
+            self.state.last_puback_at = time.time()
+            self.outbox.ack(acks)
+        if retry_rejected:
+            # Resending right away would loop; drop the connection so the rejected row is retried after backoff.
+            conn.lost.set()
+
+    def _shutdown(self, conn: _Connection) -> None:
+        """Announce a clean stop, then give outstanding PUBACKs a moment to arrive."""
+        info = self._publish_status(conn, "shutdown")
+        deadline = time.monotonic() + SHUTDOWN_FLUSH_S
+        while (conn.inflight or not info.is_published()) and time.monotonic() < deadline and not conn.lost.is_set():
+            time.sleep(0.01)
+            self._collect_acks(conn)
+        self._collect_acks(conn)
+
+    def _status(self, reason: str, online: bool = True) -> AgentStatus:
+        return AgentStatus(msg_id=new_msg_id(), site=self.cfg.site.id, room=self.cfg.site.room, online=online,
+                           version=__version__, boot_id=self.boot_id, config_hash=self.cfg.config_hash,
+                           reason=reason, outbox_full=self.outbox.refusing,
+                           outbox_refused_total=self.outbox.refused_total)
+
+    def _publish_status(self, conn: _Connection, reason: str) -> mqtt.MQTTMessageInfo:
+        status = self._status(reason, online=reason != "shutdown")
+        return conn.client.publish(self.topics.topic("status"), status.to_json_bytes(), qos=1, retain=True,
+                                   properties=self._properties(status.msg_id))
+
+    def _properties(self, msg_id: str, packet_type: int = PacketTypes.PUBLISH) -> Properties | None:
+        if self.cfg.mqtt.protocol != "5":
+            return None
+        props = Properties(packet_type)
+        props.ContentType = CONTENT_TYPE
+        props.UserProperty = [("msg_id", msg_id)]
+        return props

@@ -1,0 +1,101 @@
+"""One supervisor owns every thread: starts services in order, watches them, stops them in reverse order.
+
+A service is anything with `name`, `start()`, `stop()` and `alive()`. SIGTERM and SIGINT only set the stop event; the
+main thread then stops each service in reverse start order, each in its own try block so one failure cannot keep the
+others running.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.5
+RESTART_MAX_S = 60.0
+
+
+class Service(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def alive(self) -> bool: ...
+
+
+@dataclass
+class _Entry:
+    name: str
+    service: Service
+    failures: int = 0
+    restart_at: float = 0.0
+
+
+@dataclass
+class Supervisor:
+    """Runs services until stopped; `periodic` callables run on every tick in the main thread."""
+
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    last_tick: float = field(default_factory=time.monotonic)
+    _entries: list[_Entry] = field(default_factory=list)
+    _periodic: list[Callable[[], None]] = field(default_factory=list)
+
+    def add(self, name: str, service: Service) -> None:
+        self._entries.append(_Entry(name, service))
+
+    def every_tick(self, fn: Callable[[], None]) -> None:
+        self._periodic.append(fn)
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT set the stop event; everything else happens in the main loop."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _frame: self._signalled(signum))
+
+    def _signalled(self, signum: int) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        self.stop_event.set()
+
+    def run(self) -> None:
+        """Start every service, watch them until the stop event, then stop them in reverse order."""
+        started: list[_Entry] = []
+        try:
+            for entry in self._entries:
+                entry.service.start()
+                started.append(entry)
+                log.debug("started %s", entry.name)
+            while not self.stop_event.wait(TICK_S):
+                self.last_tick = time.monotonic()
+                self._watch(started)
+                for fn in self._periodic:
+                    _guarded(fn)
+        finally:
+            self._stop_all(started)
+
+    def _watch(self, entries: list[_Entry]) -> None:
+        now = time.monotonic()
+        for entry in entries:
+            if entry.service.alive() or now < entry.restart_at:
+                continue
+            entry.failures += 1
+            delay = min(RESTART_MAX_S, 2.0 ** entry.failures)
+            entry.restart_at = now + delay
+            log.error("%s stopped unexpectedly; restarting it (attempt %d, next in %.0f s if it dies again)",
+                      entry.name, entry.failures, delay)
+            _guarded(entry.service.stop)
+            _guarded(entry.service.start)
+
+    def _stop_all(self, started: list[_Entry]) -> None:
+        for entry in reversed(started):
+            t0 = time.monotonic()
+            _guarded(entry.service.stop)
+            log.debug("stopped %s in %.2f s", entry.name, time.monotonic() - t0)
+
+
+def _guarded(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - the supervisor must outlive any one service's failure
+        log.exception("error in %s", getattr(fn, "__qualname__", fn))

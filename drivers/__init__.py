@@ -1,0 +1,1 @@
+"""Serial instrument drivers and their emulators."""
