@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 CONNACK_TIMEOUT_S = 10.0
 SHUTDOWN_FLUSH_S = 2.0
 CONTENT_TYPE = "application/json"
+PAHO_QUEUE_WINDOWS = 4
 
 
 class ConnectFailed(Exception):
@@ -61,6 +62,7 @@ class _Connection:
     acked: collections.deque = field(default_factory=collections.deque)  # (mid, ok) appended by paho's thread
     inflight: dict[int, StoredMessage] = field(default_factory=dict)
     cursor: int = 0
+    refill_at: int = 1
 
 
 def describe_connect_error(exc: BaseException, cfg: Config) -> str:
@@ -194,7 +196,8 @@ class Publisher:
 
     def _on_publish(self, conn: _Connection, mid: int, reason_code) -> None:
         conn.acked.append((mid, not reason_code.is_failure))
-        self.outbox.changed.set()  # wake the feeder: the window has room again
+        if len(conn.acked) >= conn.refill_at:
+            self.outbox.changed.set()  # wake the feeder once a useful share of the window is free
 
     def _on_connect(self, conn: _Connection, reason_code) -> None:
         if reason_code.is_failure:
@@ -224,7 +227,11 @@ class Publisher:
         """Publish from the outbox until the connection is lost or the agent stops."""
         self.outbox.ack((), wait=True)  # acks of the previous connection are committed before we re-read
         self._publish_status(conn, "birth")
-        window = self.cfg.mqtt.max_inflight
+        # paho keeps at most max_inflight unacknowledged on the wire and queues the rest, sending the next one from its
+        # own thread the moment a PUBACK arrives; handing it a few windows' worth keeps the link busy between our
+        # wake-ups, and waking only when a quarter of that is acknowledged keeps the wake-ups few.
+        window = self.cfg.mqtt.max_inflight * PAHO_QUEUE_WINDOWS
+        conn.refill_at = max(1, window // 4)
         while not conn.lost.is_set():
             self.outbox.changed.clear()  # before looking, so a wake-up during the look is not lost
             self._collect_acks(conn)
@@ -235,12 +242,13 @@ class Publisher:
                 self._status_dirty.clear()
                 self._publish_status(conn, "update")
             room = window - len(conn.inflight)
-            rows = self.outbox.fetch_after(conn.cursor, room) if room > 0 else []
+            rows = self.outbox.fetch_after(conn.cursor, room) if room >= conn.refill_at or not conn.inflight else []
             for row in rows:
                 self._publish_row(conn, row)
             if not rows:
-                # New rows in this process and PUBACKs set `changed`; the timeout catches other processes' rows.
-                self.outbox.changed.wait(0.25)
+                # New rows in this process and batches of PUBACKs set `changed`; the timeouts catch the last few
+                # PUBACKs of a burst and rows written by other processes.
+                self.outbox.changed.wait(0.01 if conn.inflight else 0.25)
 
     def _publish_row(self, conn: _Connection, row: StoredMessage) -> None:
         info = conn.client.publish(row.topic, row.payload, qos=1, retain=row.retain,
@@ -297,7 +305,26 @@ class Publisher:
     def _properties(self, msg_id: str, packet_type: int = PacketTypes.PUBLISH) -> Properties | None:
         if self.cfg.mqtt.protocol != "5":
             return None
-        props = Properties(packet_type)
-        props.ContentType = CONTENT_TYPE
-        props.UserProperty = [("msg_id", msg_id)]
-        return props
+        return publish_properties(msg_id, packet_type)
+
+
+def _template(packet_type: int) -> Properties:
+    props = Properties(packet_type)
+    props.ContentType = CONTENT_TYPE
+    return props
+
+
+_TEMPLATES = {t: _template(t) for t in (PacketTypes.PUBLISH, PacketTypes.WILLMESSAGE)}
+
+
+def publish_properties(msg_id: str, packet_type: int = PacketTypes.PUBLISH) -> Properties:
+    """MQTT 5 properties of one message: content type and the msg_id as a user property.
+
+    paho's Properties() rebuilds its lookup tables on every construction, which cost more CPU than the rest of a
+    publish; a copy of a prepared template's attributes shares those read-only tables. The user property is stored exactly
+    as Properties.__setattr__ would store it (a list of name/value pairs); tests compare the packed bytes.
+    """
+    props = Properties.__new__(Properties)
+    props.__dict__.update(_TEMPLATES[packet_type].__dict__)
+    props.__dict__["UserProperty"] = [("msg_id", msg_id)]
+    return props

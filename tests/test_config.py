@@ -1,0 +1,105 @@
+"""Config validation as a biomed meets it: `xray-agent check-config` names the bad key and exits 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from agent.config import ConfigError, check_files, load_config
+from tests.realparts import REPO
+
+GOOD = """
+[site]
+id = "stmarys"
+room = "xr-03"
+secret_key_file = "site.key"
+
+[mqtt]
+url = "mqtts://broker.hospital.example:8883"
+username = "xr-03"
+password_file = "broker.password"
+"""
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "site.key").write_text("a" * 64)
+    (tmp_path / "site.key").chmod(0o600)
+    (tmp_path / "broker.password").write_text("secret\n")
+    (tmp_path / "broker.password").chmod(0o640)
+    return tmp_path
+
+
+def check_config(path):
+    return subprocess.run([sys.executable, "-m", "agent", "check-config", str(path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_good_config_resolves_relative_paths_and_defaults(folder):
+    (folder / "agent.toml").write_text(GOOD)
+    cfg = load_config(folder / "agent.toml")
+    assert cfg.site.secret_key_file == folder / "site.key"
+    assert cfg.mqtt.tls and cfg.mqtt.port == 8883 and cfg.mqtt.protocol == "5"
+    assert cfg.client_id == "xray-agent-stmarys-xr-03"
+    assert len(cfg.config_hash) == 16
+    assert check_files(cfg) == ([], [])
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 0 and "OK" in result.stdout
+
+
+def test_example_config_in_repo_is_valid():
+    cfg = load_config(REPO / "config" / "xray-agent.example.toml")
+    assert cfg.mqtt.url == "mqtt://127.0.0.1:1883"
+
+
+def test_unknown_key_exits_2_naming_the_key(folder):
+    (folder / "agent.toml").write_text(GOOD.replace('username = "xr-03"', 'usrname = "xr-03"\nusername = "x"'))
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 2
+    assert "mqtt.usrname: unknown key" in result.stderr
+
+
+def test_malformed_toml_exits_2_with_line_number(folder):
+    (folder / "agent.toml").write_text(GOOD.replace("[mqtt]", "[mqtt"))
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 2
+    assert "not valid TOML" in result.stderr and "line" in result.stderr
+
+
+@pytest.mark.parametrize("bad, key, expected", [
+    ('id = "stmarys"', "site.id", "should match pattern"),
+    ('url = "mqtts://broker.hospital.example:8883"', "mqtt.url", "expected mqtt://host"),
+    ('room = "xr-03"', "site.room", "required key is missing"),
+])
+def test_bad_values_name_the_key_and_what_is_expected(folder, bad, key, expected):
+    replacement = {"site.id": 'id = "st marys/3"', "mqtt.url": 'url = "http://broker"', "site.room": ""}[key]
+    (folder / "agent.toml").write_text(GOOD.replace(bad, replacement))
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 2
+    assert f"{key}:" in result.stderr and expected in result.stderr
+
+
+def test_password_inline_in_url_is_refused(folder):
+    (folder / "agent.toml").write_text(GOOD.replace("mqtts://broker", "mqtts://user:pw@broker"))
+    with pytest.raises(ConfigError, match="credentials do not belong in the URL"):
+        load_config(folder / "agent.toml")
+
+
+def test_secret_readable_by_others_warns_and_missing_secret_fails(folder):
+    (folder / "agent.toml").write_text(GOOD)
+    (folder / "site.key").chmod(0o644)
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 0
+    assert "site.secret_key_file" in result.stderr and "chmod o-rwx" in result.stderr
+    (folder / "site.key").unlink()
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 2 and "xray-agent new-secret" in result.stderr
+
+
+def test_run_with_bad_config_exits_2_without_starting(folder):
+    (folder / "agent.toml").write_text(GOOD + "\n[outbox]\nmax_bytes = 10\n")
+    result = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(folder / "agent.toml")],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "outbox.max_bytes" in result.stderr
