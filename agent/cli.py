@@ -79,6 +79,8 @@ def cmd_outbox_stats(args: argparse.Namespace) -> int:
         print(f"  {depth:>8}  {topic}")
     for name, value in sorted(stats.counters.items()):
         print(f"  {name}: {value}")
+    if stats.counters.get("refusing"):
+        print("  REFUSING exposure-class messages: the outbox is full; check the broker link (xray-agent doctor)")
     return 0
 
 

@@ -49,20 +49,9 @@ def build_agent(cfg: Config) -> Agent:
     supervisor = Supervisor()
     supervisor.add("outbox", outbox)
     supervisor.add("publisher", publisher)
-    supervisor.every_tick(_status_watcher(outbox, publisher))
+    supervisor.every_tick(publisher.check_status)
     supervisor.every_tick(_maintainer(outbox))
     return Agent(cfg, secret, outbox, publisher, sink, supervisor)
-
-
-def _status_watcher(outbox: Outbox, publisher: Publisher):
-    """Re-publish the retained status when the outbox starts or stops refusing messages."""
-    last = {"refusing": False}
-
-    def tick() -> None:
-        if outbox.refusing != last["refusing"]:
-            last["refusing"] = outbox.refusing
-            publisher.status_changed()
-    return tick
 
 
 def _maintainer(outbox: Outbox):

@@ -162,8 +162,6 @@ class Outbox:
         self._thread: threading.Thread | None = None
         self._read_local = threading.local()
         self.changed = threading.Event()  # set after a commit that added messages; the publisher waits on it
-        self.refusing = False
-        self.refused_total = 0
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -250,6 +248,8 @@ class Outbox:
             for op in batch:
                 used, op_added = self._apply(conn, op, used, now)
                 added |= op_added
+            if used < self.max_bytes * REFUSING_CLEARS_BELOW and _set_flag(conn, "refusing", 0):
+                log.warning("outbox has room again (%d of %d bytes used); intake accepted", used, self.max_bytes)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(conn)
@@ -261,9 +261,6 @@ class Outbox:
             op.done.set()
         if added:
             self.changed.set()
-        if self.refusing and used < self.max_bytes * REFUSING_CLEARS_BELOW:
-            self.refusing = False
-            log.warning("outbox has room again (%d of %d bytes used); intake accepted", used, self.max_bytes)
 
     def _apply(self, conn: sqlite3.Connection, op: _Op, used: int, now: float) -> tuple[int, bool]:
         """Apply one op inside the open transaction; returns the new byte total and whether anything was added."""
@@ -307,10 +304,8 @@ class Outbox:
         return cur.rowcount == 1
 
     def _refuse(self, conn: sqlite3.Connection, msg: OutMessage) -> None:
-        self.refused_total += 1
         _bump(conn, "refused", 1)
-        if not self.refusing:
-            self.refusing = True
+        if _set_flag(conn, "refusing", 1):
             log.error("outbox full (max_bytes %d): refusing %s messages until the broker drains it; "
                       "intake answers 'out of resources' so senders retry", self.max_bytes, msg.topic)
 
@@ -340,6 +335,18 @@ class Outbox:
         rows = sorted(json.loads(batch))  # json_group_array does not promise the subquery's order; seq comes first
         return [StoredMessage(r[0], r[1], r[2], bytes.fromhex(r[3]), bool(r[4]), bool(r[5])) for r in rows]
 
+    @property
+    def refusing(self) -> bool:
+        """True while exposure-class messages are refused for lack of room (whichever process refused them)."""
+        row = self._reader().execute("SELECT value FROM counters WHERE name = 'refusing'").fetchone()
+        return bool(row and row[0])
+
+    @property
+    def refused_total(self) -> int:
+        """Messages refused for lack of room over the life of this outbox file."""
+        row = self._reader().execute("SELECT value FROM counters WHERE name = 'refused'").fetchone()
+        return row[0] if row else 0
+
     def depth(self) -> int:
         """Number of undelivered messages."""
         return self._reader().execute("SELECT count(*) FROM messages").fetchone()[0]
@@ -360,6 +367,15 @@ class Outbox:
         if conn is not None:
             conn.close()
             self._read_local.conn = None
+
+
+def _set_flag(conn: sqlite3.Connection, name: str, value: int) -> bool:
+    """Set a 0/1 flag in the counters table (shared with other processes); True if it changed."""
+    current = conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+    if (current[0] if current else 0) == value:
+        return False
+    conn.execute("INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)", (name, value))
+    return True
 
 
 def _bump(conn: sqlite3.Connection, name: str, by: int) -> None:

@@ -95,6 +95,7 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self._password = cfg.mqtt.password_file.read_text().strip() if cfg.mqtt.password_file else None
         self._outage_started: float | None = None
+        self._published_full: bool | None = None  # outbox_full as last published in the status
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -112,10 +113,11 @@ class Publisher:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def status_changed(self) -> None:
-        """Ask for the retained status to be published again (e.g. the outbox became full or has room again)."""
-        self._status_dirty.set()
-        self.outbox.changed.set()
+    def check_status(self) -> None:
+        """Re-publish the retained status if what it says about the outbox is no longer true (supervisor tick)."""
+        if self.state.connected and self.outbox.refusing != self._published_full:
+            self._status_dirty.set()
+            self.outbox.changed.set()
 
     # ---- the feeder thread -------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -299,6 +301,7 @@ class Publisher:
 
     def _publish_status(self, conn: _Connection, reason: str) -> mqtt.MQTTMessageInfo:
         status = self._status(reason, online=reason != "shutdown")
+        self._published_full = status.outbox_full
         return conn.client.publish(self.topics.topic("status"), status.to_json_bytes(), qos=1, retain=True,
                                    properties=self._properties(status.msg_id))
 

@@ -146,3 +146,35 @@ def test_sigterm_stops_within_5_seconds(broker, agent_factory):
     started = time.monotonic()
     assert agent.terminate(timeout=10) == 0
     assert time.monotonic() - started < 5
+
+
+def test_full_outbox_is_reported_in_the_retained_status(tmp_path, agent_factory):
+    from agent.outbox import OutboxFull
+    from tests.realparts import Mosquitto, free_port
+
+    port = free_port()
+    agent = agent_factory(port, outbox={"max_bytes": 1024 * 1024})
+    wait_for(lambda: "buffering in the outbox" in agent.log(), 15, "outage logged")
+    box = Outbox(tmp_path / "agent" / "outbox.db", max_bytes=1024 * 1024)
+    box.start()
+    stored = 0
+    try:
+        with pytest.raises(OutboxFull):
+            while True:
+                box.enqueue([OutMessage(f"big{stored}", TOPICS[0], json.dumps({"msg_id": f"big{stored}"}).encode()
+                                        + b" " * 50_000)])
+                stored += 1
+    finally:
+        box.stop()
+    mq = Mosquitto(tmp_path / "broker", port=port).start()
+    try:
+        sub = Subscriber(port, topic="xray/v1/test-site/xr-01/#").start()
+        wait_for(lambda: any(m.json().get("outbox_full") for m in sub.snapshot("/status")), 20, "status: outbox full")
+        wait_for(lambda: len(sub.snapshot("/exposure")) >= stored, 30, "backlog delivered")
+        cleared = wait_for(lambda: [m for m in sub.snapshot("/status")
+                                    if m.json()["reason"] == "update" and not m.json()["outbox_full"]],
+                           20, "status: outbox has room again")
+        assert cleared[-1].json()["outbox_refused_total"] >= 1
+        sub.stop()
+    finally:
+        mq.kill()

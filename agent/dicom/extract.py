@@ -1,0 +1,197 @@
+"""The entry point of DICOM extraction: one received object in, exposure events and a dose summary out. Pure.
+
+Dispatch, on the SOP Class UID (the Modality only when the SOP class is missing):
+- image classes (CR, DX, MG, IO, XA, RF; for processing or presentation; multi-frame) -> one ExposureEvent per image;
+- X-Ray Radiation Dose SR, or an Enhanced/Comprehensive SR titled X-Ray Radiation Dose Report (113701) -> one
+  ExposureEvent per irradiation event and a DoseSummary of the accumulated totals;
+- anything else (CT, secondary capture, presentation state, a CT dose report without projection events...) -> an
+  empty Extraction: the object is valid, it just records no projection exposure, so the intake can acknowledge it.
+ExtractionError is raised only for objects that cannot be interpreted, and is the only exception malformed input
+can cause.
+
+Identity and privacy: UIDs never leave this module in clear. msg_id and event_ref are keyed hashes (make_ref) of the
+event's own identity (image.exposure_identity, rdsr.event_identity), so re-extracting an object, receiving both the
+For-Processing and For-Presentation image of one exposure, or a cumulative RDSR re-sent with more events all repeat
+the msg_id of events already seen. Image- and RDSR-sourced events of one exposure share event_ref (joinable) but not
+msg_id (both are published: they carry different values). `ts` is ctx.received_at so extraction stays pure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydicom import Dataset
+
+from agent.dicom import image, rdsr, units
+from agent.dicom.image import read_text
+from agent.payloads.base import Envelope, utc_now
+from agent.payloads.exposure import DoseSummary, ExposureEvent
+from agent.pseudonym import SECRET_MIN_BYTES, make_ref
+
+AGE_CAP_YEARS = 90  # older ages are reported as 90: very old patients are few enough to be identifiable
+SEXES = frozenset({"M", "F", "O"})
+EQUIPMENT_FIELDS = {"manufacturer": "Manufacturer", "model": "ManufacturerModelName",
+                    "station_name": "StationName", "device_serial": "DeviceSerialNumber"}
+UNREADABLE = "unreadable object"
+
+
+class ExtractionError(Exception):
+    """The object cannot be interpreted (e.g. no SOP Instance UID); `reason` says why, without identifiers."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ExtractContext:
+    """What extraction needs besides the object: site and room ids, the site secret, the site's time zone."""
+
+    site: str
+    room: str
+    secret: bytes
+    timezone: str = "UTC"  # zoneinfo name, for objects without Timezone Offset From UTC (0008,0201)
+    include_age_sex: bool = True
+    received_at: datetime = field(default_factory=utc_now)  # aware, UTC
+
+    def __post_init__(self) -> None:
+        if len(self.secret) < SECRET_MIN_BYTES:
+            raise ValueError(f"site secret too short: need at least {SECRET_MIN_BYTES} bytes")
+        if self.received_at.tzinfo is None:
+            raise ValueError("received_at must be timezone-aware")
+        object.__setattr__(self, "received_at", self.received_at.astimezone(UTC))  # frozen: set once here
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {self.timezone!r}") from exc
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """What one object yields: its exposure events, and for a dose report the summary of its totals."""
+
+    events: tuple[ExposureEvent, ...] = ()
+    summary: DoseSummary | None = None
+
+    def payloads(self) -> tuple[Envelope, ...]:
+        """All payloads in publish order: events first, then the summary that totals them."""
+        return self.events + ((self.summary,) if self.summary else ())
+
+
+def extract(ds: Dataset, ctx: ExtractContext) -> Extraction:
+    """Turn one received DICOM object into payloads; raises ExtractionError, and only that, for malformed input."""
+    if not isinstance(ds, Dataset):
+        raise ExtractionError("not a DICOM dataset")
+    try:
+        return _extract(ds, ctx)
+    except ExtractionError:
+        raise
+    except Exception as exc:  # last line of defence: the readers already treat broken elements as absent
+        raise ExtractionError(f"{UNREADABLE}: {type(exc).__name__}") from exc
+
+
+def _extract(ds: Dataset, ctx: ExtractContext) -> Extraction:
+    if not read_text(ds, "SOPInstanceUID"):
+        raise ExtractionError("missing SOP Instance UID")
+    kind = classify(ds)
+    if kind == "image":
+        return Extraction(events=(_image_event(ds, ctx),))
+    if kind == "rdsr":
+        return _dose_report(ds, ctx)
+    return Extraction()
+
+
+def sop_class_uid(ds: Dataset) -> str | None:
+    """SOP Class UID of the dataset, else of its file meta (Media Storage SOP Class UID)."""
+    meta = getattr(ds, "file_meta", None)
+    from_meta = read_text(meta, "MediaStorageSOPClassUID") if isinstance(meta, Dataset) else None
+    return read_text(ds, "SOPClassUID") or from_meta
+
+
+def classify(ds: Dataset) -> str | None:
+    """"image", "rdsr", or None for a valid object without projection exposure data."""
+    sop_class, modality = sop_class_uid(ds), read_text(ds, "Modality")
+    if sop_class:
+        if sop_class in image.IMAGE_SOP_CLASSES:
+            return "image"
+        dose_report = sop_class in rdsr.GENERIC_SR_CLASSES and rdsr.is_dose_report(ds)
+        return "rdsr" if sop_class in rdsr.DOSE_SR_CLASSES or dose_report else None
+    if modality in image.IMAGE_MODALITIES:
+        return "image"
+    if modality:
+        return "rdsr" if modality == "SR" and rdsr.is_dose_report(ds) else None
+    raise ExtractionError("neither SOP Class UID nor Modality")
+
+
+def patient_age_years(ds: Dataset) -> int | None:
+    """Whole years from Patient Age, else birth date vs study date; capped at AGE_CAP_YEARS."""
+    age = units.age_string_to_years(read_text(ds, "PatientAge"))
+    if age is None:
+        birth, study = units.parse_date(read_text(ds, "PatientBirthDate")), units.parse_date(read_text(ds, "StudyDate"))
+        age = units.years_between(birth, study) if birth and study else None
+    return None if age is None else min(age, AGE_CAP_YEARS)
+
+
+def patient_sex(ds: Dataset) -> str | None:
+    """M, F or O; anything else is unknown."""
+    sex = (read_text(ds, "PatientSex") or "").upper()
+    return sex if sex in SEXES else None
+
+
+def local_zone(ds: Dataset, ctx: ExtractContext) -> tzinfo:
+    """The object's Timezone Offset From UTC (0008,0201), else the site's configured zone."""
+    return units.parse_utc_offset(read_text(ds, "TimezoneOffsetFromUTC")) or ZoneInfo(ctx.timezone)
+
+
+def _common(ds: Dataset, ctx: ExtractContext) -> dict[str, object]:
+    """Fields shared by every payload of the object: envelope, equipment, study ref, patient age and sex."""
+    study_uid = read_text(ds, "StudyInstanceUID")
+    include = ctx.include_age_sex
+    return {
+        "site": ctx.site, "room": ctx.room, "ts": ctx.received_at, "received_at": ctx.received_at,
+        **{name: read_text(ds, keyword) for name, keyword in EQUIPMENT_FIELDS.items()},
+        "study_ref": make_ref(ctx.secret, "study", study_uid) if study_uid else None,
+        "patient_age_years": patient_age_years(ds) if include else None,
+        "patient_sex": patient_sex(ds) if include else None,
+    }
+
+
+def _event(exposure: dict[str, object], source: str, common: dict, zone: tzinfo, ctx: ExtractContext
+           ) -> ExposureEvent:
+    """An ExposureEvent from image.py/rdsr.py values: the identity is hashed, the DT string resolved in `zone`."""
+    values = dict(exposure)
+    identity, acquired_dt = str(values.pop("identity")), values.pop("acquired_dt")
+    return ExposureEvent(**common, **values, source=source, acquired_at=units.parse_datetime(acquired_dt, zone),
+                         msg_id=make_ref(ctx.secret, f"exposure/{source}", identity),
+                         event_ref=make_ref(ctx.secret, "event", identity))
+
+
+def _image_event(ds: Dataset, ctx: ExtractContext) -> ExposureEvent:
+    modality = image.IMAGE_SOP_CLASSES.get(sop_class_uid(ds) or "") or read_text(ds, "Modality")
+    common = {**_common(ds, ctx), "modality": read_text(ds, "Modality") or modality}
+    return _event(image.image_exposure(ds, modality), "image", common, local_zone(ds, ctx), ctx)
+
+
+def _dose_report(ds: Dataset, ctx: ExtractContext) -> Extraction:
+    common = {**_common(ds, ctx), "modality": read_text(ds, "Modality")}
+    zone = local_zone(ds, ctx)
+    events = tuple(_event(values, "rdsr", common, zone, ctx) for values in rdsr.report_events(ds))
+    totals = rdsr.accumulated_totals(ds)
+    if not events and totals is None:
+        return Extraction()  # e.g. a CT dose report: same title, no projection events
+    return Extraction(events=events, summary=_summary(ds, ctx, common, len(events), totals or {}, zone))
+
+
+def _summary(ds: Dataset, ctx: ExtractContext, common: dict, events_count: int, totals: dict, zone: tzinfo
+             ) -> DoseSummary:
+    """The totals; msg_id hashes study UID + event count + totals, so a grown cumulative report is a new summary
+    while the same report received twice repeats its msg_id."""
+    anchor = read_text(ds, "StudyInstanceUID") or read_text(ds, "SOPInstanceUID")
+    key = "\x1f".join([anchor or "", str(events_count), json.dumps(totals, sort_keys=True)])
+    started, ended = rdsr.irradiation_period(ds)
+    return DoseSummary(**common, **totals, events_count=events_count, msg_id=make_ref(ctx.secret, "dose-summary", key),
+                       irradiation_started_at=units.parse_datetime(started, zone),
+                       irradiation_ended_at=units.parse_datetime(ended, zone))

@@ -1,0 +1,221 @@
+"""Exposure values from image headers (CR, DX, MG, IO, XA, RF; single- and multi-frame), and the tolerant attribute
+readers that rdsr.py and extract.py share. Pure functions of a pydicom Dataset.
+
+`image_exposure` returns the domain values of the one exposure an image records; extract.py adds the context, the
+pseudonymous refs and the envelope. Identifiers (UIDs) are returned in clear only inside `identity`, which the caller
+hashes and never publishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+from pydicom import Dataset
+from pydicom import uid as sop
+from pydicom.datadict import dictionary_VR
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+from agent.dicom import units
+
+TEXT_MAX_CHARS = 128  # longer than any LO/SH value; caps junk from malformed files
+BINARY_VRS = frozenset({"FD", "FL", "US", "UL", "SS", "SL", "SV", "UV"})
+
+IMAGE_SOP_CLASSES = {  # SOP Class UID -> modality it records
+    sop.ComputedRadiographyImageStorage: "CR",
+    sop.DigitalXRayImageStorageForPresentation: "DX",
+    sop.DigitalXRayImageStorageForProcessing: "DX",
+    sop.DigitalMammographyXRayImageStorageForPresentation: "MG",
+    sop.DigitalMammographyXRayImageStorageForProcessing: "MG",
+    sop.BreastProjectionXRayImageStorageForPresentation: "MG",
+    sop.BreastProjectionXRayImageStorageForProcessing: "MG",
+    sop.DigitalIntraOralXRayImageStorageForPresentation: "IO",
+    sop.DigitalIntraOralXRayImageStorageForProcessing: "IO",
+    sop.XRayAngiographicImageStorage: "XA",
+    sop.EnhancedXAImageStorage: "XA",
+    sop.XRayRadiofluoroscopicImageStorage: "RF",
+    sop.EnhancedXRFImageStorage: "RF",
+}
+IMAGE_MODALITIES = frozenset(IMAGE_SOP_CLASSES.values())  # dispatch when the SOP Class UID is missing
+FLUORO_MODALITIES = frozenset({"XA", "RF"})
+RADIATION_SETTING_TYPES = {"SC": "fluoroscopy", "GR": "acquisition"}  # (0018,1155): low-dose fluoro vs acquisition
+
+Converter = Callable[[Decimal], float | None]
+# field -> (keyword, converter) candidates, most precise first: IS mAs is often rounded (1040 µAs sent as Exposure 1).
+TECHNIQUE_SOURCES: dict[str, tuple[tuple[str, Converter], ...]] = {
+    "kvp": (("KVP", units.magnitude),),
+    "tube_current_ma": (("XRayTubeCurrentInuA", units.ua_to_ma), ("XRayTubeCurrentInmA", units.magnitude),
+                        ("XRayTubeCurrent", units.magnitude)),
+    "exposure_time_ms": (("ExposureTimeInuS", units.us_to_ms), ("ExposureTimeInms", units.magnitude),
+                         ("ExposureTime", units.magnitude)),
+    "exposure_mas": (("ExposureInuAs", units.uas_to_mas), ("ExposureInmAs", units.magnitude),
+                     ("Exposure", units.magnitude)),
+    "dap_gy_m2": (("ImageAndFluoroscopyAreaDoseProduct", units.dap_dgy_cm2_to_gy_m2),),
+    "entrance_dose_mgy": (("EntranceDoseInmGy", units.magnitude), ("EntranceDose", units.dgy_to_mgy)),
+    "exposure_index": (("ExposureIndex", units.magnitude),),
+    "target_exposure_index": (("TargetExposureIndex", units.magnitude),),
+    "deviation_index": (("DeviationIndex", units.signed),),
+    "sid_mm": (("DistanceSourceToDetector", units.sid_to_mm),),
+}
+
+
+def element_value(ds: Dataset, key: str | int) -> object:
+    """The converted value of an element (by keyword or tag), or None if absent or unreadable.
+
+    A malformed element (bad charset, wrong length, garbled sequence) is treated as absent so that one broken
+    attribute costs one field, not the whole object.
+    """
+    try:
+        return ds[key].value if key in ds else None
+    except Exception:  # pydicom raises many types for malformed values; absence is the honest reading
+        return None
+
+
+def read_text(ds: Dataset, keyword: str) -> str | None:
+    """An element as stripped text (multi-values joined by "\\"), or None if absent, empty or unreadable."""
+    value = element_value(ds, keyword)
+    if value is None or isinstance(value, (bytes, bytearray, Sequence, Dataset)):
+        return None
+    parts = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+    return clean_text("\\".join(str(part) for part in parts))
+
+
+def clean_text(text: str | None) -> str | None:
+    """Strip padding and control characters, cap the length; None when nothing is left."""
+    kept = "".join(char for char in (text or "") if char.isprintable()).strip()
+    return kept[:TEXT_MAX_CHARS] or None
+
+
+def read_numbers(ds: Dataset, keyword: str) -> list[Decimal]:
+    """All values of a numeric element, parsed from the raw bytes when possible.
+
+    Why raw: pydicom's own conversion of an IS holding "12.5" warns or raises depending on the global
+    reading_validation_mode; parsing the bytes ourselves is tolerant and never touches that shared setting.
+    """
+    try:
+        element = ds.get_item(keyword) if keyword in ds else None
+    except Exception:  # unreadable element: absent
+        return []
+    if element is None:
+        return []
+    value = element.value
+    vr = element.VR if element.VR not in (None, "UN") else dictionary_VR(element.tag)
+    if isinstance(value, (bytes, bytearray)) and vr in BINARY_VRS:
+        value = element_value(ds, keyword)  # binary numbers: let pydicom unpack them
+    return units.to_decimals(value) if value is not None else []
+
+
+def read_number(ds: Dataset, keyword: str) -> Decimal | None:
+    """The first valid value of a numeric element, or None."""
+    numbers = read_numbers(ds, keyword)
+    return numbers[0] if numbers else None
+
+
+def read_items(ds: Dataset, keyword: str) -> list[Dataset]:
+    """The items of a sequence element (empty when absent, empty or not a sequence)."""
+    value = element_value(ds, keyword)
+    if not isinstance(value, Sequence):
+        return []
+    return [item for item in value if isinstance(item, Dataset)]
+
+
+def code_of(item: Dataset) -> tuple[str, str] | None:
+    """(code value, coding scheme designator) of a code item; long and URN code values count too."""
+    value = read_text(item, "CodeValue") or read_text(item, "LongCodeValue") or read_text(item, "URNCodeValue")
+    scheme = read_text(item, "CodingSchemeDesignator")
+    return (value, scheme.upper()) if value and scheme else None
+
+
+def first_code_meaning(ds: Dataset, keyword: str) -> str | None:
+    """Code meaning of the first item of a code sequence (for labels such as body part or view, never for matching)."""
+    items = read_items(ds, keyword)
+    return read_text(items[0], "CodeMeaning") if items else None
+
+
+def _frame_groups(ds: Dataset) -> list[Dataset]:
+    """Items of the shared functional groups' macros, where enhanced multi-frame objects may keep technique values."""
+    groups = []
+    for holder in read_items(ds, "SharedFunctionalGroupsSequence")[:1]:
+        for tag in list(holder.keys()):
+            value = element_value(holder, tag)
+            if isinstance(value, Sequence):
+                groups.extend(item for item in value if isinstance(item, Dataset))
+    return groups
+
+
+def technique_number(ds: Dataset, keyword: str) -> Decimal | None:
+    """A technique value from the top level, else from the shared functional groups (enhanced multi-frame)."""
+    value = read_number(ds, keyword)
+    if value is not None:
+        return value
+    for group in _frame_groups(ds):
+        value = read_number(group, keyword)
+        if value is not None:
+            return value
+    return None
+
+
+def technique(ds: Dataset) -> dict[str, float | None]:
+    """The technique and dose fields of one image, each from its most precise tag present, in canonical units."""
+    values: dict[str, float | None] = {}
+    for field, candidates in TECHNIQUE_SOURCES.items():
+        values[field] = None
+        for keyword, convert in candidates:
+            number = technique_number(ds, keyword)
+            if number is not None:
+                values[field] = convert(number)
+                break
+    if values["deviation_index"] is None:  # IEC 62494-1: DI follows from EI and EI_T when the device omits it
+        values["deviation_index"] = units.deviation_index(values["exposure_index"], values["target_exposure_index"])
+    return values
+
+
+def acquisition_datetime(ds: Dataset) -> str | None:
+    """The acquisition moment as a DICOM DT string: AcquisitionDateTime, else acquisition, else content date+time."""
+    return (read_text(ds, "AcquisitionDateTime")
+            or units.combine_date_time(read_text(ds, "AcquisitionDate"), read_text(ds, "AcquisitionTime"))
+            or units.combine_date_time(read_text(ds, "ContentDate"), read_text(ds, "ContentTime")))
+
+
+def irradiation_type(ds: Dataset, modality: str | None) -> str | None:
+    """"acquisition" for radiographs; XA/RF by Radiation Setting (SC = fluoroscopy, GR = acquisition)."""
+    if modality in FLUORO_MODALITIES:
+        return RADIATION_SETTING_TYPES.get(read_text(ds, "RadiationSetting") or "")
+    return "acquisition" if modality in IMAGE_MODALITIES else None
+
+
+def exposure_identity(ds: Dataset) -> str | None:
+    """What makes this exposure unique, shared by its For-Processing and For-Presentation images (hashed by caller).
+
+    1. Irradiation Event UID (0008,3010), when the vendor sets it (the same UID an RDSR event carries).
+    2. Else study UID + acquisition date/time (to the second) + acquisition number + view + laterality: both images
+       of one exposure keep the acquisition attributes, while content date/time and series/SOP UIDs differ.
+    3. Else the SOP Instance UID: no dedupe across the pair rather than a risk of merging two exposures.
+    """
+    event_uid = read_text(ds, "IrradiationEventUID")
+    if event_uid:
+        return event_uid
+    study_uid = read_text(ds, "StudyInstanceUID")
+    acquired = (read_text(ds, "AcquisitionDateTime")
+                or units.combine_date_time(read_text(ds, "AcquisitionDate"), read_text(ds, "AcquisitionTime")))
+    if study_uid and acquired and len(acquired) >= 14:  # YYYYMMDDHHMMSS: to the second at least
+        parts = [study_uid, acquired, read_text(ds, "AcquisitionNumber"), read_text(ds, "ViewPosition"),
+                 read_text(ds, "ImageLaterality") or read_text(ds, "Laterality")]
+        return "acquisition\x1f" + "\x1f".join(part or "" for part in parts)
+    sop_uid = read_text(ds, "SOPInstanceUID")
+    return f"sop\x1f{sop_uid}" if sop_uid else None
+
+
+def image_exposure(ds: Dataset, modality: str | None) -> dict[str, object]:
+    """The exposure one image records: technique, labels, irradiation type, acquisition DT string and identity."""
+    return {
+        **technique(ds),
+        "body_part": read_text(ds, "BodyPartExamined") or first_code_meaning(ds, "AnatomicRegionSequence"),
+        "view": read_text(ds, "ViewPosition") or first_code_meaning(ds, "ViewCodeSequence"),
+        "protocol": (read_text(ds, "ProtocolName") or read_text(ds, "SeriesDescription")
+                     or first_code_meaning(ds, "PerformedProtocolCodeSequence")),
+        "irradiation_type": irradiation_type(ds, modality),
+        "acquired_dt": acquisition_datetime(ds),
+        "identity": exposure_identity(ds),
+    }

@@ -1,0 +1,100 @@
+"""Exposure events and dose summaries extracted from DICOM image headers and Radiation Dose SRs.
+
+Every optional field is null when the object does not carry it: values are converted, never guessed. No patient
+identifier and no UID appears in clear: studies and events are keyed hashes (agent.pseudonym.make_ref).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
+
+from agent.payloads.base import Envelope
+
+Magnitude = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Signed = Annotated[float, Field(allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0)]
+AgeYears = Annotated[int, Field(ge=0, le=90)]
+Sex = Literal["M", "F", "O"]
+Source = Literal["image", "rdsr"]
+
+
+def _opt(description: str):
+    return Field(None, description=description)
+
+
+class ExposureEvent(Envelope):
+    """One irradiation event: one image's exposure, or one RDSR irradiation event (TID 10003)."""
+
+    KIND: ClassVar[str] = "exposure"
+    schema_: Literal["xray.exposure/1"] = Field("xray.exposure/1", alias="schema",
+                                              description="Payload schema/version.")
+
+    source: Source = Field(description='Where the values come from: "image" header or "rdsr" irradiation event.')
+    modality: str | None = _opt("DICOM Modality (0008,0060) of the object, e.g. DX, CR, MG, XA, RF; SR for an RDSR.")
+    manufacturer: str | None = _opt("Manufacturer (0008,0070).")
+    model: str | None = _opt("Manufacturer's Model Name (0008,1090).")
+    station_name: str | None = _opt("Station Name (0008,1010).")
+    device_serial: str | None = _opt("Device Serial Number (0018,1000).")
+    acquired_at: datetime | None = _opt(
+        "When the exposure was made, ISO 8601 with the offset of the object (Timezone Offset From UTC) or of the "
+        "site's zone; null when the object has no acquisition date and time.")
+    received_at: datetime = Field(description="When the agent received the object, UTC.")
+    body_part: str | None = _opt("Body Part Examined (CS) or anatomic region / target region code meaning, as sent.")
+    view: str | None = _opt("View Position (CS, e.g. PA, LL, CC, MLO) or view code meaning, as sent.")
+    protocol: str | None = _opt("Protocol Name, series description or acquisition protocol, as sent.")
+    kvp: Magnitude | None = _opt("Peak tube voltage, kV (mean over pulses when given per pulse).")
+    tube_current_ma: Magnitude | None = _opt("Tube current, mA (mean over pulses when given per pulse).")
+    exposure_time_ms: Magnitude | None = _opt("Exposure time, ms (sum over pulses when given per pulse).")
+    exposure_mas: Magnitude | None = _opt("Tube current-time product, mAs (from µAs when present).")
+    dap_gy_m2: Magnitude | None = _opt("Dose-area product (KAP), Gy·m².")
+    entrance_dose_mgy: Magnitude | None = _opt("Entrance dose / entrance exposure at the reference point, mGy.")
+    dose_rp_gy: Magnitude | None = _opt("Air kerma at the patient entrance reference point, Dose (RP), Gy.")
+    exposure_index: Magnitude | None = _opt("Exposure index EI (IEC 62494-1), unitless.")
+    target_exposure_index: Magnitude | None = _opt("Target exposure index EI_T (IEC 62494-1), unitless.")
+    deviation_index: Signed | None = _opt(
+        "Deviation index DI (IEC 62494-1), unitless: as sent, else computed as 10·log10(EI/EI_T) when both are "
+        "present (rounded to 0.01).")
+    sid_mm: Magnitude | None = _opt("Source to detector distance, mm (values sent in dm are converted).")
+    pulses: Count | None = _opt("Number of pulses of the irradiation event (RDSR), count.")
+    irradiation_type: Literal["fluoroscopy", "acquisition"] | None = _opt(
+        "Kind of irradiation: RDSR Irradiation Event Type, or Radiation Setting (SC/GR) of XA/RF images; "
+        "radiographs are acquisitions.")
+    study_ref: str | None = _opt("Keyed hash of the Study Instance UID (joins events of one study), not the UID.")
+    event_ref: str = Field(description="Keyed hash of the irradiation event's identity (Irradiation Event UID when "
+                                       "present), equal for the image and RDSR views of one event.")
+    patient_age_years: AgeYears | None = _opt("Patient age in whole years, capped at 90; null if unknown or disabled.")
+    patient_sex: Sex | None = _opt("Patient sex M, F or O; null if unknown or disabled.")
+
+
+class DoseSummary(Envelope):
+    """Accumulated totals of one RDSR (TID 10002/10007), summed over planes; re-sent when the report grows."""
+
+    KIND: ClassVar[str] = "dose-summary"
+    schema_: Literal["xray.dose-summary/1"] = Field("xray.dose-summary/1", alias="schema",
+                                                 description="Payload schema/version.")
+
+    source: Literal["rdsr"] = Field("rdsr", description="Always rdsr: totals come from dose reports only.")
+    modality: str | None = _opt("DICOM Modality (0008,0060) of the report (SR).")
+    manufacturer: str | None = _opt("Manufacturer (0008,0070).")
+    model: str | None = _opt("Manufacturer's Model Name (0008,1090).")
+    station_name: str | None = _opt("Station Name (0008,1010).")
+    device_serial: str | None = _opt("Device Serial Number (0018,1000).")
+    irradiation_started_at: datetime | None = _opt("Start of X-Ray Irradiation (113809), ISO 8601 with offset.")
+    irradiation_ended_at: datetime | None = _opt("End of X-Ray Irradiation (113810), ISO 8601 with offset.")
+    received_at: datetime = Field(description="When the agent received the report, UTC.")
+    study_ref: str | None = _opt("Keyed hash of the Study Instance UID, not the UID.")
+    events_count: Count = Field(description="Number of irradiation events in this report, count.")
+    dap_total_gy_m2: Magnitude | None = _opt("Dose-area product total, Gy·m².")
+    fluoro_dap_total_gy_m2: Magnitude | None = _opt("Fluoroscopy dose-area product total, Gy·m².")
+    acquisition_dap_total_gy_m2: Magnitude | None = _opt("Acquisition dose-area product total, Gy·m².")
+    dose_rp_total_gy: Magnitude | None = _opt("Dose (RP) total, Gy.")
+    fluoro_dose_rp_total_gy: Magnitude | None = _opt("Fluoroscopy Dose (RP) total, Gy.")
+    acquisition_dose_rp_total_gy: Magnitude | None = _opt("Acquisition Dose (RP) total, Gy.")
+    fluoro_time_total_s: Magnitude | None = _opt("Total fluoroscopy time, s.")
+    acquisition_time_total_s: Magnitude | None = _opt("Total acquisition time, s.")
+    radiographic_frames_total: Count | None = _opt("Total number of radiographic frames, count.")
+    patient_age_years: AgeYears | None = _opt("Patient age in whole years, capped at 90; null if unknown or disabled.")
+    patient_sex: Sex | None = _opt("Patient sex M, F or O; null if unknown or disabled.")
