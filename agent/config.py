@@ -7,6 +7,7 @@ expected, so `xray-agent check-config` can print it and exit with status 2.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import stat
 import tomllib
@@ -101,6 +102,50 @@ class OutboxConfig(Section):
     dedupe_days: float = Field(30, gt=0, description="How long delivered msg_ids are remembered to drop re-sends.")
 
 
+class FolderIntakeConfig(Section):
+    path: Path = Field(description="Folder the modality exports DICOM files to.")
+    settle_s: float = Field(2.0, ge=0, description="A file is read once its size has not changed for this long.")
+    poll_s: float = Field(1.0, gt=0, description="How often the folder is scanned.")
+    after: Literal["delete", "move", "keep"] = Field("delete", description="What to do with a processed file.")
+    move_to: Path | None = Field(None, description="Folder for processed files when after = 'move'.")
+
+    @model_validator(mode="after")
+    def _move_needs_target(self) -> "FolderIntakeConfig":
+        if self.after == "move" and self.move_to is None:
+            raise ValueError("after = 'move' needs move_to (the folder processed files go to)")
+        return self
+
+
+class DicomConfig(Section):
+    enabled: bool = Field(True, description="Run the C-STORE SCP.")
+    ae_title: str = Field("XRAYAGENT", pattern=r"^[\x20-\x5b\x5d-\x7e]{1,16}$",
+                          description="Our AE title (1-16 characters, no backslash).")
+    bind: str = Field("0.0.0.0", description="Address to listen on.")
+    port: int = Field(11112, ge=1, le=65535)
+    allowed_calling_aets: list[str] = Field(default_factory=list,
+                                            description="Calling AE titles accepted; empty accepts any (a warning).")
+    allowed_peers: list[str] = Field(default_factory=list,
+                                     description="Peer addresses or networks (CIDR) accepted; empty accepts any.")
+    quarantine_dir: Path = Field(Path("/var/lib/xray-agent/quarantine"),
+                                 description="Where objects that cannot be parsed are kept for inspection.")
+    quarantine_max_bytes: int = Field(512 * MIB, ge=0)
+    quarantine_max_files: int = Field(500, ge=0)
+    retain_raw_dir: Path | None = Field(None, description="Keep received objects here (off when unset).")
+    retain_raw_max_bytes: int = Field(2048 * MIB, ge=0)
+    include_age_sex: bool = Field(True, description="Publish patient age (whole years, capped at 90) and sex.")
+    folder: FolderIntakeConfig | None = None
+
+    @field_validator("allowed_peers")
+    @classmethod
+    def _valid_networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address or network (e.g. 10.1.2.3 or 10.1.2.0/24)") from None
+        return values
+
+
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -109,6 +154,7 @@ class Config(Section):
     site: SiteConfig
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
+    dicom: DicomConfig = DicomConfig()
     logging: LoggingConfig = LoggingConfig()
 
     # Where the file was read from and its hash; set by load_config, not by the file.
@@ -142,8 +188,11 @@ def format_validation_error(path: Path, err: ValidationError) -> str:
 def _resolve_paths(raw: dict, base: Path) -> None:
     """Make relative file paths in the config relative to the config file's folder, not to the working directory."""
     for section, keys in {"site": ["secret_key_file"], "outbox": ["path"],
-                          "mqtt": ["password_file", "ca_file", "cert_file", "key_file"]}.items():
-        table = raw.get(section)
+                          "mqtt": ["password_file", "ca_file", "cert_file", "key_file"],
+                          "dicom": ["quarantine_dir", "retain_raw_dir"], "dicom.folder": ["path", "move_to"]}.items():
+        table = raw
+        for part in section.split("."):
+            table = table.get(part) if isinstance(table, dict) else None
         if not isinstance(table, dict):
             continue
         for key in keys:
@@ -201,6 +250,9 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
         file = getattr(cfg.mqtt, key)
         if file is not None and not file.exists():
             errors.append(f"mqtt.{key}: {file} does not exist")
+    if cfg.dicom.enabled and not cfg.dicom.allowed_calling_aets:
+        warnings.append("dicom.allowed_calling_aets is empty: any calling AE title may send objects; "
+                        "list the modality's AE title")
     if cfg.mqtt.ca_file and not cfg.mqtt.tls:
         warnings.append("mqtt.ca_file is set but mqtt.url is mqtt:// (plain text); use mqtts:// to encrypt")
     return errors, warnings

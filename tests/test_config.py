@@ -20,6 +20,10 @@ secret_key_file = "site.key"
 url = "mqtts://broker.hospital.example:8883"
 username = "xr-03"
 password_file = "broker.password"
+
+[dicom]
+allowed_calling_aets = ["DR_ROOM3"]
+quarantine_dir = "quarantine"
 """
 
 
@@ -43,6 +47,7 @@ def test_good_config_resolves_relative_paths_and_defaults(folder):
     assert cfg.site.secret_key_file == folder / "site.key"
     assert cfg.mqtt.tls and cfg.mqtt.port == 8883 and cfg.mqtt.protocol == "5"
     assert cfg.client_id == "xray-agent-stmarys-xr-03"
+    assert cfg.dicom.quarantine_dir == folder / "quarantine" and cfg.dicom.port == 11112
     assert len(cfg.config_hash) == 16
     assert check_files(cfg) == ([], [])
     result = check_config(folder / "agent.toml")
@@ -103,3 +108,12 @@ def test_run_with_bad_config_exits_2_without_starting(folder):
     result = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(folder / "agent.toml")],
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "outbox.max_bytes" in result.stderr
+
+
+def test_open_dicom_listener_warns_and_bad_peer_network_is_named(folder):
+    (folder / "agent.toml").write_text(GOOD.replace('allowed_calling_aets = ["DR_ROOM3"]', ""))
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 0 and "dicom.allowed_calling_aets is empty" in result.stderr
+    (folder / "agent.toml").write_text(GOOD.replace("[dicom]", '[dicom]\nallowed_peers = ["10.0.0.300"]'))
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 2 and "dicom.allowed_peers" in result.stderr and "10.0.0.300" in result.stderr
