@@ -84,6 +84,54 @@ def cmd_outbox_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ingest_files(paths: list[Path]):
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        else:
+            yield path
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Extract events from files exactly as the agent would, printing the payloads as JSON lines."""
+    from pydicom import dcmread
+
+    from agent.dicom.extract import ExtractContext, ExtractionError, extract
+    from agent.payloads.base import utc_now
+    from agent.pseudonym import load_secret, throwaway_secret
+
+    if args.config:
+        cfg = _load_or_exit(args.config)
+        site, room, zone, age_sex = cfg.site.id, cfg.site.room, cfg.site.timezone, cfg.dicom.include_age_sex
+        secret = load_secret(cfg.site.secret_key_file)
+    else:
+        site, room, zone, age_sex, secret = "local", "local", args.timezone, True, throwaway_secret()
+        print("no --config: using a throwaway key, so study_ref/event_ref differ from the agent's", file=sys.stderr)
+    files = events = failed = 0
+    for path in _ingest_files(args.paths):
+        files += 1
+        try:
+            ds = dcmread(path, force=True)
+            ctx = ExtractContext(site=site, room=room, secret=secret, timezone=zone, include_age_sex=age_sex,
+                                 received_at=utc_now())
+            payloads = extract(ds, ctx).payloads()
+        except ExtractionError as exc:
+            failed += 1
+            print(f"{path}: cannot interpret: {exc.reason}", file=sys.stderr)
+            continue
+        except Exception as exc:  # noqa: BLE001 - unreadable file: say so and go on
+            failed += 1
+            print(f"{path}: cannot read: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
+        for payload in payloads:
+            sys.stdout.write(payload.to_json_bytes().decode() + "\n")
+        events += len(payloads)
+        if not payloads:
+            print(f"{path}: no exposure recorded in this object (not an image or dose report)", file=sys.stderr)
+    print(f"{files} file(s), {events} payload(s), {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from agent.schemas import write_schemas
 
@@ -125,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_outbox_stats)
+
+    p = sub.add_parser("ingest", help="print the events the agent would publish for DICOM files (no broker needed)")
+    p.add_argument("paths", type=Path, nargs="+", metavar="FILE_OR_FOLDER")
+    p.add_argument("--config", type=Path, help="use this config's site, secret and zone (default: a throwaway key)")
+    p.add_argument("--timezone", default="UTC", help="zone for times without offset when no --config is given")
+    p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("schema", help="write the JSON Schemas of every published payload")
     p.add_argument("--out", type=Path, required=True)

@@ -12,7 +12,7 @@ from agent.outbox import Outbox
 from agent.pseudonym import load_secret
 from agent.publisher import Publisher
 from agent.sink import Sink
-from agent.supervisor import Supervisor
+from agent.supervisor import Service, Supervisor
 from agent.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,19 @@ def build_agent(cfg: Config) -> Agent:
     supervisor = Supervisor()
     supervisor.add("outbox", outbox)
     supervisor.add("publisher", publisher)
+    for name, service in intake_services(cfg, sink, secret):
+        supervisor.add(name, service)
     supervisor.every_tick(publisher.check_status)
     supervisor.every_tick(_maintainer(outbox))
     return Agent(cfg, secret, outbox, publisher, sink, supervisor)
+
+
+def intake_services(cfg: Config, sink: Sink, secret: bytes) -> list[tuple[str, Service]]:
+    """Every configured intake, in start order; they stop before the publisher and the outbox."""
+    from agent.dicom.service import dicom_services
+    from agent.instruments import instrument_services
+
+    return dicom_services(cfg, sink, secret) + instrument_services(cfg, sink)
 
 
 def _maintainer(outbox: Outbox):

@@ -89,6 +89,20 @@ class Mosquitto:
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", self.port)) == 0
 
+    def start_with_subscriber(self, topic: str = "xray/#") -> "Subscriber":
+        """Start with a persistent subscriber session already registered, so that nothing published by a client
+        that connects the moment the broker is up (an agent retrying) is missed; returns the connected subscriber."""
+        real_port, self.port = self.port, free_port()
+        self._write_conf()
+        self.start()
+        first = Subscriber(self.port, topic=topic).start()
+        first.stop()
+        self.stop()  # the session survives in the persistence file
+        self.port = real_port
+        self._write_conf()
+        self.start()
+        return Subscriber(self.port, topic=topic, client_id=first.client_id).start()
+
     def stop(self) -> None:
         """Clean stop (SIGTERM): mosquitto writes its persistence file."""
         if self.proc and self.proc.poll() is None:
@@ -177,11 +191,13 @@ def write_agent_config(workdir: Path, broker_port: int, **overrides) -> Path:
         "site": {"id": "test-site", "room": "xr-01", "secret_key_file": str(key)},
         "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}", "reconnect_min_s": 0.1, "reconnect_max_s": 1.0},
         "outbox": {"path": str(workdir / "outbox.db")},
+        "dicom": {"port": free_port(), "bind": "127.0.0.1", "quarantine_dir": str(workdir / "quarantine")},
     }
     for name, values in overrides.items():
         sections.setdefault(name, {}).update(values)
+    # dotted names ("dicom.folder") are TOML sub-tables and must follow their parent table
     text = "\n".join(f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
-                     for name, values in sections.items())
+                     for name, values in sorted(sections.items(), key=lambda item: item[0].count(".")))
     path = workdir / "agent.toml"
     path.write_text(text)
     return path
@@ -192,6 +208,8 @@ def _toml(value) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     return json.dumps(str(value))
 
 

@@ -129,9 +129,9 @@ def test_agent_starts_and_buffers_with_no_broker_then_delivers(tmp_path, agent_f
     agent = agent_factory(port)
     wait_for(lambda: "buffering in the outbox" in agent.log(), 15, "outage logged")
     ids = fill_outbox(tmp_path / "agent" / "outbox.db", 50)
-    mq = Mosquitto(tmp_path / "late-broker", port=port).start()
+    mq = Mosquitto(tmp_path / "late-broker", port=port)
     try:
-        sub = Subscriber(port).start()
+        sub = mq.start_with_subscriber()
         wait_for(lambda: set(delivered_ids(sub)) >= set(ids), 30, "buffered messages delivered")
         sub.stop()
         assert agent.log().count("buffering in the outbox") == 1  # once per outage
@@ -166,9 +166,9 @@ def test_full_outbox_is_reported_in_the_retained_status(tmp_path, agent_factory)
                 stored += 1
     finally:
         box.stop()
-    mq = Mosquitto(tmp_path / "broker", port=port).start()
+    mq = Mosquitto(tmp_path / "broker", port=port)
     try:
-        sub = Subscriber(port, topic="xray/v1/test-site/xr-01/#").start()
+        sub = mq.start_with_subscriber("xray/v1/test-site/xr-01/#")
         wait_for(lambda: any(m.json().get("outbox_full") for m in sub.snapshot("/status")), 20, "status: outbox full")
         wait_for(lambda: len(sub.snapshot("/exposure")) >= stored, 30, "backlog delivered")
         cleared = wait_for(lambda: [m for m in sub.snapshot("/status")

@@ -1,0 +1,123 @@
+"""From a received DICOM object to durable events and a DIMSE status: shared by the C-STORE SCP and the folder watch.
+
+The status contract: Success only after every event extracted from the object is committed to the outbox;
+Out of Resources when the outbox is full or cannot be written (the sender keeps the object and retries);
+Cannot Understand for an object that cannot be interpreted (a copy goes to the quarantine folder).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pydicom import Dataset
+
+from agent.dicom.extract import ExtractContext, ExtractionError, extract
+from agent.dicom.quarantine import BoundedFolder
+from agent.dicom.statuses import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS
+from agent.outbox import OutboxError, OutboxFull
+from agent.payloads.base import utc_now
+from agent.sink import Sink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IntakeCounters:
+    """Counts for status and health; updated from several association threads."""
+
+    received: int = 0
+    events_stored: int = 0
+    events_duplicate: int = 0
+    no_exposure: int = 0  # valid objects that record no projection exposure (CT, presentation states...)
+    quarantined: int = 0
+    refused: int = 0  # answered Out of Resources
+    associations_rejected: int = 0
+    last_seen: dict[str, float] = field(default_factory=dict)  # calling AE title -> time.time() of its last object
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+    def seen(self, calling_aet: str) -> None:
+        with self._lock:
+            self.last_seen[calling_aet] = time.time()
+
+
+class DicomIntake:
+    """Turns objects into stored events and answers with a status; never raises for bad input."""
+
+    def __init__(self, sink: Sink, secret: bytes, *, timezone: str = "UTC", include_age_sex: bool = True,
+                 quarantine: BoundedFolder | None = None, retain_raw: BoundedFolder | None = None):
+        self.sink = sink
+        self.secret = secret
+        self.timezone = timezone
+        self.include_age_sex = include_age_sex
+        self.quarantine = quarantine
+        self.retain_raw = retain_raw
+        self.counters = IntakeCounters()
+        self._refusing = False
+
+    def context(self) -> ExtractContext:
+        """The extraction context for an object received now."""
+        return ExtractContext(site=self.sink.site, room=self.sink.room, secret=self.secret, timezone=self.timezone,
+                              include_age_sex=self.include_age_sex, received_at=utc_now())
+
+    def handle(self, ds: Dataset, raw: Callable[[], bytes], origin: str) -> int:
+        """Extract, store durably, answer. `raw` gives the object's bytes (for quarantine); `origin` names the sender."""
+        self.counters.add(received=1)
+        try:
+            payloads = extract(ds, self.context()).payloads()
+        except ExtractionError as exc:
+            return self._reject(raw, exc.reason, origin)
+        if payloads:
+            try:
+                inserted = self.sink.emit(*payloads)
+            except OutboxError as exc:
+                return self._refuse(exc, origin)
+            new = sum(inserted)
+            self.counters.add(events_stored=new, events_duplicate=len(inserted) - new)
+            log.info("stored %d new event(s) (%d already known) from %s", new, len(inserted) - new, origin)
+        else:
+            self.counters.add(no_exposure=1)
+            log.debug("object from %s records no projection exposure; acknowledged", origin)
+        self._recovered()
+        if self.retain_raw is not None:
+            self.retain_raw.put(raw(), "received")
+        return SUCCESS
+
+    def handle_undecodable(self, raw: Callable[[], bytes], reason: str, origin: str) -> int:
+        """An object whose bytes could not even be decoded: count, quarantine, answer Cannot Understand."""
+        self.counters.add(received=1)
+        return self._reject(raw, reason, origin)
+
+    def _reject(self, raw: Callable[[], bytes], reason: str, origin: str) -> int:
+        self.counters.add(quarantined=1)
+        where = None
+        if self.quarantine is not None:
+            try:
+                where = self.quarantine.put(raw(), reason, note=f"from {origin}: {reason}")
+            except OSError as exc:
+                log.error("could not write quarantine copy: %s", exc)
+        log.warning("cannot interpret object from %s: %s; answered Cannot Understand%s", origin, reason,
+                    f", kept as {where}" if where else "")
+        return CANNOT_UNDERSTAND
+
+    def _refuse(self, exc: OutboxError, origin: str) -> int:
+        self.counters.add(refused=1)
+        if not self._refusing:
+            self._refusing = True
+            kind = "full" if isinstance(exc, OutboxFull) else "not writable"
+            log.error("outbox %s (%s): answering Out of Resources to %s so the modality keeps its objects and "
+                      "retries (logged once until it recovers)", kind, exc, origin)
+        return OUT_OF_RESOURCES
+
+    def _recovered(self) -> None:
+        if self._refusing:
+            self._refusing = False
+            log.warning("outbox accepts objects again")
