@@ -1,0 +1,37 @@
+"""The QC analyses by test type, and `analyse`, the one entry point a session calls after each exposure.
+
+Each analysis is a pure function of the exposures so far and the limits; it never raises for missing or degenerate
+data (n = 1, zero mAs, a reading without DICOM DAP) but answers "incomplete" with the reason, so the page can show a
+verdict as soon as one can be computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from agent.qc.beam import dap_agreement, hvl, kvp_accuracy, timer_accuracy
+from agent.qc.limits import QcLimits
+from agent.qc.models import TEST_TYPES, QcExposure, TestResult
+from agent.qc.output import linearity_ma, linearity_mas, reproducibility
+
+Analysis = Callable[[Sequence[QcExposure], QcLimits], TestResult]
+
+ANALYSES: dict[str, Analysis] = {
+    "reproducibility": reproducibility,
+    "linearity_ma": linearity_ma,
+    "linearity_mas": linearity_mas,
+    "kvp_accuracy": kvp_accuracy,
+    "timer_accuracy": timer_accuracy,
+    "hvl": hvl,
+    "dap_agreement": dap_agreement,
+}
+assert set(ANALYSES) == set(TEST_TYPES), "every test type needs an analysis"
+
+
+def analyse(test_type: str, exposures: Sequence[QcExposure], limits: QcLimits | None = None) -> TestResult:
+    """Verdict of `test_type` over the exposures so far (in session order), with US limits unless given."""
+    try:
+        analysis = ANALYSES[test_type]
+    except KeyError:
+        raise ValueError(f"unknown QC test type {test_type!r}; one of {', '.join(TEST_TYPES)}") from None
+    return analysis(tuple(exposures), limits if limits is not None else QcLimits())

@@ -1,0 +1,86 @@
+"""Building blocks shared by the analyses: inclusive limit comparison, criterion constructors, the verdict rule."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from agent.qc.limits import QcLimits
+from agent.qc.models import Comparison, Criterion, InputValue, QcExposure, TestResult, TestType
+
+# Every limit is inclusive ("no greater than", "not differ by more than", "within"), but a ratio that is exactly at the
+# limit on paper can come out 1 ulp above it in binary floating point (|0.11 - 0.09| / 0.20 = 0.10000000000000002).
+# Meter readings carry 3-5 significant digits, so a relative slack of 1e-9 cannot turn a real failure into a pass.
+REL_SLACK = 1e-9
+
+
+def within(value: float, limit: float, comparison: Comparison) -> bool:
+    """`value` meets `limit` under `comparison`, equality included (with REL_SLACK for float rounding)."""
+    slack = REL_SLACK * max(abs(limit), abs(value))
+    if comparison == "<=":
+        return value <= limit + slack
+    if comparison == ">=":
+        return value >= limit - slack
+    return abs(value) <= limit + slack
+
+
+def fmt(x: float) -> str:
+    """A number for a reason or rule text: 4 significant digits, no trailing zeros."""
+    return f"{x:.4g}"
+
+
+def judged(name: str, subject: str, inputs: dict[str, InputValue], value: float, limit: float,
+           comparison: Comparison, unit: str, rule: str) -> Criterion:
+    """A criterion that can be decided now."""
+    return Criterion(name=name, subject=subject, inputs=inputs, value=value, limit=limit, comparison=comparison,
+                     unit=unit, rule=rule, passed=within(value, limit, comparison))
+
+
+def pending(name: str, subject: str, inputs: dict[str, InputValue], comparison: Comparison, unit: str, rule: str,
+            reason: str, value: float | None = None, limit: float | None = None) -> Criterion:
+    """A criterion that cannot be decided yet; `reason` says why (shown to the technologist)."""
+    return Criterion(name=name, subject=subject, inputs=inputs, value=value, limit=limit, comparison=comparison,
+                     unit=unit, rule=rule, passed=None, reason=reason)
+
+
+def lacking(exposures: Sequence[QcExposure], attr: str, what: str,
+            numbers: Sequence[int] | None = None) -> str | None:
+    """'exposures 2, 5 have no <what>' for the exposures whose `attr` is None; None if all have it. Exposures are
+    numbered from 1 in session order, or by `numbers` when given (a subset of the session)."""
+    numbers = numbers or range(1, len(exposures) + 1)
+    numbers = [str(n) for n, exp in zip(numbers, exposures) if getattr(exp, attr) is None]
+    if not numbers:
+        return None
+    if len(numbers) == 1:
+        return f"exposure {numbers[0]} has no {what}"
+    return f"exposures {', '.join(numbers)} have no {what}"
+
+
+def station_key(value: float) -> float:
+    """Station identity: 6 significant digits, so 10 mAs typed in and 10.000000001 from mA x time group together."""
+    return float(f"{value:.6g}")
+
+
+def verdict(criteria: Iterable[Criterion], reason: str | None) -> tuple[str, str | None]:
+    """fail if an applicable criterion failed; incomplete if `reason` is given, one cannot be decided, or none
+    applies; else pass. Returns (verdict, reason for an incomplete verdict)."""
+    applicable = [c for c in criteria if c.applies]
+    if any(c.passed is False for c in applicable):
+        return "fail", None
+    if reason:
+        return "incomplete", reason
+    undecided = [c for c in applicable if c.passed is None]
+    if undecided:
+        return "incomplete", "; ".join(f"{c.subject}: {c.reason}" for c in undecided)
+    if not applicable:
+        return "incomplete", "no criterion applies to these exposures"
+    return "pass", None
+
+
+def result(test_type: TestType, exposures: Sequence[QcExposure], limits: QcLimits,
+           criteria: Sequence[Criterion] = (), reason: str | None = None) -> TestResult:
+    """The TestResult of `criteria`; `reason` makes it incomplete for a cause that concerns the whole test."""
+    if not exposures and reason is None:
+        reason = "no exposures yet"
+    outcome, why = verdict(criteria, reason)
+    return TestResult(test_type=test_type, verdict=outcome, reason=why, criteria=tuple(criteria),
+                      n_exposures=len(exposures), jurisdiction=limits.jurisdiction)
