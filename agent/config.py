@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.instruments.config import InstrumentList
+
 # Site and room ids become MQTT topic levels: no '/', '+', '#' or spaces, so a subscriber's wildcard stays meaningful.
 TopicId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 MIB = 1024 * 1024
@@ -156,6 +158,7 @@ class Config(Section):
     outbox: OutboxConfig = OutboxConfig()
     dicom: DicomConfig = DicomConfig()
     logging: LoggingConfig = LoggingConfig()
+    instruments: InstrumentList = Field(default_factory=list)
 
     # Where the file was read from and its hash; set by load_config, not by the file.
     source_path: Path | None = Field(None, exclude=True)
@@ -189,16 +192,19 @@ def _resolve_paths(raw: dict, base: Path) -> None:
     """Make relative file paths in the config relative to the config file's folder, not to the working directory."""
     for section, keys in {"site": ["secret_key_file"], "outbox": ["path"],
                           "mqtt": ["password_file", "ca_file", "cert_file", "key_file"],
-                          "dicom": ["quarantine_dir", "retain_raw_dir"], "dicom.folder": ["path", "move_to"]}.items():
+                          "dicom": ["quarantine_dir", "retain_raw_dir"], "dicom.folder": ["path", "move_to"],
+                          "instruments": ["profile"]}.items():
         table = raw
         for part in section.split("."):
             table = table.get(part) if isinstance(table, dict) else None
-        if not isinstance(table, dict):
-            continue
-        for key in keys:
-            value = table.get(key)
-            if isinstance(value, str) and value and not os.path.isabs(value):
-                table[key] = str(base / value)
+        # An array of tables ([[instruments]]) resolves in each of its entries.
+        for entry in table if isinstance(table, list) else [table]:
+            if not isinstance(entry, dict):
+                continue
+            for key in keys:
+                value = entry.get(key)
+                if isinstance(value, str) and value and not os.path.isabs(value):
+                    entry[key] = str(base / value)
 
 
 def load_config(path: Path | str) -> Config:

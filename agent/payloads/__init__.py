@@ -1,10 +1,12 @@
 """Published payload models (pydantic). Every model here has a JSON Schema in agent/schemas/."""
 
 from agent.payloads.base import Envelope
+from agent.payloads.equipment import EquipmentStatus
 from agent.payloads.exposure import DoseSummary, ExposureEvent
+from agent.payloads.qc import QcReading
 from agent.payloads.status import AgentStatus
 
 # Every payload model, for `xray-agent schema` and the stale-schema test. Add new models here.
-MODELS: list[type[Envelope]] = [AgentStatus, ExposureEvent, DoseSummary]
+MODELS: list[type[Envelope]] = [AgentStatus, ExposureEvent, DoseSummary, QcReading, EquipmentStatus]
 
-__all__ = ["Envelope", "AgentStatus", "ExposureEvent", "DoseSummary", "MODELS"]
+__all__ = ["Envelope", "AgentStatus", "ExposureEvent", "DoseSummary", "QcReading", "EquipmentStatus", "MODELS"]
