@@ -58,10 +58,11 @@ class _Discards:
         self._discard(len(self._buf))
 
     def _check_overflow(self) -> None:
-        # A partial frame already longer than any valid frame is noise: drop it all, count one overflow.
+        # A partial frame already longer than any valid frame starts with noise. Keep only the last max_frame bytes:
+        # they may hold the start of the next valid frame (formats without a start marker give no other clue).
         if len(self._buf) > self.max_frame:
             self.overflows += 1
-            self._discard(len(self._buf))
+            self._discard(len(self._buf) - self.max_frame)
 
 
 class TerminatorFramer(_Discards):
@@ -97,9 +98,11 @@ class TerminatorFramer(_Discards):
         frame = bytes(self._buf[:end])
         del self._buf[:end + len(self.terminator)]
         if len(frame) > self.max_frame:
+            # Noise ran into a frame: hand on only the last max_frame bytes; the parser takes the frame from the
+            # tail or rejects it as a bad frame, so noise is never read as a value.
             self.overflows += 1
-            self._discarded += len(frame) + len(self.terminator)
-            return b""
+            self._discarded += len(frame) - self.max_frame
+            frame = frame[-self.max_frame:]
         return frame
 
     def _sync_to_start(self) -> None:

@@ -67,17 +67,25 @@ def test_start_marker_split_across_chunks():
     assert feed_all(framer, [b"xx\x02", b"\x02DATA\x03"]) == [b"\x02\x02DATA"]
 
 
-def test_overflow_discards_counts_and_recovers():
+def test_overflow_keeps_only_the_tail_counts_and_recovers():
     framer = TerminatorFramer(b"\r\n", max_frame=16)
     assert framer.feed(b"A" * 40) == []
-    assert framer.pending == 0 and framer.overflows == 1 and framer.drain_discarded() == 40
-    assert framer.feed(b"\r\n0642.1000000\r\n") == [b"0642.1000000"]
+    assert framer.pending == 16 and framer.overflows == 1 and framer.drain_discarded() == 24
+    # the kept tail comes out as one (bad) frame for the parser to reject; the next frame is intact
+    assert framer.feed(b"\r\n0642.1000000\r\n") == [b"A" * 16, b"0642.1000000"]
 
 
 def test_overflow_inside_one_chunk():
     framer = TerminatorFramer(b"\r\n", max_frame=16)
-    assert framer.feed(b"B" * 100 + b"\r\nOK\r\n") == [b"OK"]
-    assert framer.overflows == 1
+    assert framer.feed(b"B" * 100 + b"\r\nOK\r\n") == [b"B" * 16, b"OK"]
+    assert framer.overflows == 1 and framer.drain_discarded() == 84
+
+
+def test_frame_glued_to_the_end_of_noise_survives_in_the_tail():
+    # No terminator between the noise and the frame (a meter switched on mid-garbage): the frame is the tail.
+    framer = TerminatorFramer(b"\r\n", max_frame=16)
+    frames = framer.feed(b"\x17" * 5000 + b"0642.1000000\r\n")
+    assert len(frames) == 1 and frames[0].endswith(b"0642.1000000") and len(frames[0]) == 16
 
 
 def test_one_megabyte_of_noise_stays_bounded_then_valid_frame():
