@@ -128,6 +128,12 @@ class Received:
     def json(self) -> dict:
         return json.loads(self.payload)
 
+    @classmethod
+    def from_paho(cls, msg) -> "Received":
+        props = getattr(msg, "properties", None)
+        return cls(msg.topic, msg.payload, bool(msg.retain), dict(getattr(props, "UserProperty", []) or []),
+                   getattr(props, "ContentType", None))
+
 
 @dataclass
 class Subscriber:
@@ -164,9 +170,7 @@ class Subscriber:
         client.subscribe(self.topic, qos=1)
 
     def _on_message(self, client, userdata, msg):
-        props = getattr(msg, "properties", None)
-        user = dict(getattr(props, "UserProperty", []) or [])
-        received = Received(msg.topic, msg.payload, bool(msg.retain), user, getattr(props, "ContentType", None))
+        received = Received.from_paho(msg)
         with self._lock:
             self.messages.append(received)
 
@@ -180,8 +184,9 @@ class Subscriber:
         self.client.loop_stop()
 
 
-def write_agent_config(workdir: Path, broker_port: int, **overrides) -> Path:
-    """An agent config in workdir talking to a broker on 127.0.0.1:broker_port; `overrides` are TOML sections."""
+def write_agent_config(workdir: Path, broker_port: int, instruments: list[dict] = (), **overrides) -> Path:
+    """An agent config in workdir talking to a broker on 127.0.0.1:broker_port; `overrides` are TOML sections,
+    `instruments` the [[instruments]] entries."""
     workdir.mkdir(parents=True, exist_ok=True)
     key = workdir / "site.key"
     if not key.exists():
@@ -198,12 +203,16 @@ def write_agent_config(workdir: Path, broker_port: int, **overrides) -> Path:
     # dotted names ("dicom.folder") are TOML sub-tables and must follow their parent table
     text = "\n".join(f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
                      for name, values in sorted(sections.items(), key=lambda item: item[0].count(".")))
+    text += "".join("\n[[instruments]]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in entry.items())
+                    for entry in instruments)
     path = workdir / "agent.toml"
     path.write_text(text)
     return path
 
 
 def _toml(value) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
