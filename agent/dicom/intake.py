@@ -19,7 +19,7 @@ from agent.dicom.extract import ExtractContext, ExtractionError, extract
 from agent.dicom.quarantine import BoundedFolder
 from agent.dicom.statuses import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS
 from agent.outbox import OutboxError, OutboxFull
-from agent.payloads.base import utc_now
+from agent.payloads.base import Envelope, utc_now
 from agent.sink import Sink
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,15 @@ class DicomIntake:
     """Turns objects into stored events and answers with a status; never raises for bad input."""
 
     def __init__(self, sink: Sink, secret: bytes, *, timezone: str = "UTC", include_age_sex: bool = True,
-                 quarantine: BoundedFolder | None = None, retain_raw: BoundedFolder | None = None):
+                 quarantine: BoundedFolder | None = None, retain_raw: BoundedFolder | None = None,
+                 derive: Callable[[list[Envelope]], list[Envelope]] | None = None):
         self.sink = sink
         self.secret = secret
         self.timezone = timezone
         self.include_age_sex = include_age_sex
         self.quarantine = quarantine
         self.retain_raw = retain_raw
+        self.derive = derive  # adds messages that follow from the events (dose alerts); stored in the same commit
         self.counters = IntakeCounters()
         self._refusing = False
 
@@ -72,9 +74,11 @@ class DicomIntake:
         """Extract, store durably, answer. `raw` gives the object's bytes (for quarantine); `origin` names the sender."""
         self.counters.add(received=1)
         try:
-            payloads = extract(ds, self.context()).payloads()
+            payloads = list(extract(ds, self.context()).payloads())
         except ExtractionError as exc:
             return self._reject(raw, exc.reason, origin)
+        if payloads and self.derive is not None:
+            payloads = self.derive(payloads)
         if payloads:
             try:
                 inserted = self.sink.emit(*payloads)
