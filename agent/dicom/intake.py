@@ -106,7 +106,7 @@ class DicomIntake:
         if self.quarantine is not None:
             try:
                 where = self.quarantine.put(raw(), reason, note=f"from {origin}: {reason}")
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001 - a failed copy must not change the answer to the sender
                 log.error("could not write quarantine copy: %s", exc)
         log.warning("cannot interpret object from %s: %s; answered Cannot Understand%s", origin, reason,
                     f", kept as {where}" if where else "")

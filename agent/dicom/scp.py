@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import zlib
 from dataclasses import dataclass
+from io import BytesIO
 
+from pydicom import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
@@ -23,6 +29,9 @@ log = logging.getLogger(__name__)
 REJECT_PERMANENT, SOURCE_SERVICE_USER = 0x01, 0x01
 DIAG_NO_REASON = 0x01
 MAX_PDU_BYTES = 1024 * 1024  # larger PDUs cut per-PDU overhead for 18 MB images; peers may still send smaller ones
+# (7FE0,0008) Float Pixel Data, (7FE0,0009) Double Float Pixel Data, (7FE0,0010) Pixel Data and whatever follows
+# (trailing padding, signatures): bulk data extraction never reads. pydicom's stop_before_pixels stops at the same tags.
+PIXEL_DATA_FIRST_TAG = 0x7FE00008
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,24 @@ def handle_echo(event) -> int:
     return SUCCESS
 
 
+def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag >= PIXEL_DATA_FIRST_TAG
+
+
+def read_headers(stream: BytesIO, transfer_syntax: UID) -> Dataset:
+    """The received data set up to its pixel data, as extraction needs it (parsing stays lazy, as pydicom's).
+
+    pynetdicom's `event.dataset` would read everything, copying the pixel data (18 MB for a large DX image) only for
+    extraction to ignore it; the received bytes themselves stay available for quarantine and retention."""
+    if transfer_syntax.is_deflated:
+        stream = BytesIO(zlib.decompress(stream.getvalue(), -zlib.MAX_WBITS))
+    stream.seek(0)
+    ds = read_dataset(stream, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian,
+                      stop_when=_at_pixel_data)
+    ds.set_original_encoding(transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian)
+    return ds
+
+
 def handle_store(event, intake: DicomIntake) -> int:
     """EVT_C_STORE: answer Success only once the object's events are durable; never raise."""
     requestor = event.assoc.requestor
@@ -87,7 +114,7 @@ def handle_store(event, intake: DicomIntake) -> int:
     intake.counters.seen(requestor.ae_title)
     raw = lambda: event.encoded_dataset(include_meta=True)  # noqa: E731 - only read for quarantine/retention
     try:
-        ds = event.dataset
+        ds = read_headers(event.request.DataSet, event.context.transfer_syntax)
         ds.file_meta = event.file_meta
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed bytes
         return intake.handle_undecodable(raw, f"cannot decode data set: {type(exc).__name__}", origin)
@@ -138,4 +165,5 @@ class StorageSCP:
         return self._server is not None and self._server.socket.fileno() != -1
 
 
-__all__ = ["StorageSCP", "PeerPolicy", "handle_store", "handle_echo", "handle_requested", "CANNOT_UNDERSTAND"]
+__all__ = ["StorageSCP", "PeerPolicy", "read_headers", "handle_store", "handle_echo", "handle_requested",
+           "CANNOT_UNDERSTAND"]
