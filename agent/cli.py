@@ -9,6 +9,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config import Config, ConfigError, check_files, load_config
+from agent.qc.cli import add_qc_commands
 
 DEFAULT_CONFIG = Path("/etc/xray-agent/agent.toml")
 EXIT_CONFIG = 2  # a config the agent cannot use: fix the file, do not restart in a loop (systemd RestartPreventExitStatus)
@@ -153,6 +154,13 @@ def cmd_new_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check this machine's wiring for the agent; one line per check."""
+    from agent.doctor import run_doctor
+
+    return run_doctor(args.config, service_user=args.user)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xray-agent", description="Edge agent for an X-ray room.")
     parser.add_argument("--version", action="version", version=f"xray-agent {__version__}")
@@ -166,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file; exit 2 naming each bad key")
     p.add_argument("config", type=Path, nargs="?", default=DEFAULT_CONFIG)
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("doctor", help="check config, serial ports, DICOM port, broker and TLS, clock, disk and "
+                                      "secret files; exit 1 when a check fails")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--user", default="xray-agent", help="service user whose permissions count when run as root")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("outbox", help="inspect the durable outbox")
     osub = p.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
@@ -187,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("new-secret", help="create a per-site secret key file for pseudonymous references")
     p.add_argument("path", type=Path)
     p.set_defaults(func=cmd_new_secret)
+
+    add_qc_commands(sub, DEFAULT_CONFIG)
     return parser
 
 

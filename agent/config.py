@@ -18,11 +18,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.dose.config import DoseConfig
+from agent.health.config import CommandsConfig, HealthConfig, WebConfig
 from agent.instruments.config import InstrumentList
+from agent.qc.config import QcConfig
 
 # Site and room ids become MQTT topic levels: no '/', '+', '#' or spaces, so a subscriber's wildcard stays meaningful.
 TopicId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 MIB = 1024 * 1024
+RESERVED_DEVICE_IDS = frozenset({"dicom-listener", "broker-link"})
 
 
 class ConfigError(Exception):
@@ -157,12 +161,26 @@ class Config(Section):
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
     dicom: DicomConfig = DicomConfig()
+    dose: DoseConfig = DoseConfig()  # dose monitoring; the rules live in their own file (agent/dose/rules.py)
     logging: LoggingConfig = LoggingConfig()
+    health: HealthConfig = HealthConfig()
+    web: WebConfig = WebConfig()
+    commands: CommandsConfig = CommandsConfig()
+    qc: QcConfig = QcConfig()  # QC sessions: technique matching and the limits ([qc.limits], US defaults)
     instruments: InstrumentList = Field(default_factory=list)
 
     # Where the file was read from and its hash; set by load_config, not by the file.
     source_path: Path | None = Field(None, exclude=True)
     config_hash: str = Field("", exclude=True)
+
+    @model_validator(mode="after")
+    def _agent_device_ids_free(self) -> "Config":
+        # The agent publishes its own devices on equipment/{id}; an instrument must not overwrite one of them.
+        for index, inst in enumerate(self.instruments):
+            if inst.id in RESERVED_DEVICE_IDS or inst.id.startswith("modality-"):
+                raise ValueError(f"instruments.{index}.id: {inst.id!r} is reserved for the agent's own equipment "
+                                 f"status ({', '.join(sorted(RESERVED_DEVICE_IDS))}, modality-*); choose another id")
+        return self
 
     @property
     def client_id(self) -> str:
@@ -193,6 +211,8 @@ def _resolve_paths(raw: dict, base: Path) -> None:
     for section, keys in {"site": ["secret_key_file"], "outbox": ["path"],
                           "mqtt": ["password_file", "ca_file", "cert_file", "key_file"],
                           "dicom": ["quarantine_dir", "retain_raw_dir"], "dicom.folder": ["path", "move_to"],
+                          "web": ["token_file"],
+                          "dose": ["rules_file", "state_path"],
                           "instruments": ["profile"]}.items():
         table = raw
         for part in section.split("."):
@@ -236,7 +256,16 @@ def secret_files(cfg: Config) -> dict[str, Path]:
         files["mqtt.password_file"] = cfg.mqtt.password_file
     if cfg.mqtt.key_file:
         files["mqtt.key_file"] = cfg.mqtt.key_file
+    if cfg.web.token_file:
+        files["web.token_file"] = cfg.web.token_file
     return files
+
+
+def _empty_file(path: Path) -> bool:
+    try:
+        return path.is_file() and not path.read_text(errors="replace").strip()
+    except OSError:
+        return False  # unreadable here (another user's file): the agent will say so when it reads it
 
 
 def check_files(cfg: Config) -> tuple[list[str], list[str]]:
@@ -259,6 +288,13 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
     if cfg.dicom.enabled and not cfg.dicom.allowed_calling_aets:
         warnings.append("dicom.allowed_calling_aets is empty: any calling AE title may send objects; "
                         "list the modality's AE title")
+    token = cfg.web.token_file
+    if token is not None and _empty_file(token):
+        errors.append(f"web.token_file: {token} is empty; write a long random token into it "
+                      "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    if cfg.web.enabled and not cfg.web.loopback_only and cfg.web.token_file is None:
+        warnings.append(f"web.bind = {cfg.web.bind}: the health endpoints are reachable from other hosts without a "
+                        "token; set web.token_file (or bind 127.0.0.1)")
     if cfg.mqtt.ca_file and not cfg.mqtt.tls:
         warnings.append("mqtt.ca_file is set but mqtt.url is mqtt:// (plain text); use mqtts:// to encrypt")
     return errors, warnings

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 
 from agent import __version__
 from agent.config import Config
+from agent.dose.monitor import DoseMonitor, dose_monitor
+from agent.health.wiring import Operations, add_endpoints, add_reporting
 from agent.outbox import Outbox
 from agent.pseudonym import load_secret
 from agent.publisher import Publisher
+from agent.qc.wiring import add_qc_page, add_qc_sessions
 from agent.sink import Sink
 from agent.supervisor import Service, Supervisor
 from agent.topics import Topics
@@ -30,6 +33,8 @@ class Agent:
     publisher: Publisher
     sink: Sink
     supervisor: Supervisor
+    dose: DoseMonitor | None = None  # dose.request_summary() publishes the day so far (for the command topic)
+    ops: Operations | None = None  # equipment, health, commands, web endpoints, systemd notification
 
     def run(self) -> None:
         log.info("xray-agent %s starting: site %s room %s, broker %s, outbox %s", __version__, self.cfg.site.id,
@@ -49,19 +54,31 @@ def build_agent(cfg: Config) -> Agent:
     supervisor = Supervisor()
     supervisor.add("outbox", outbox)
     supervisor.add("publisher", publisher)
-    for name, service in intake_services(cfg, sink, secret):
+    ops = add_reporting(cfg, outbox, publisher, sink, supervisor)  # stopped after the intakes: final states go out
+    dose = dose_monitor(cfg, sink)  # started before the intakes: its derive hook evaluates their events
+    if dose is not None:
+        supervisor.add("dose", dose)
+        supervisor.every_tick(dose.tick)
+    intakes = intake_services(cfg, sink, secret, derive=dose.derive if dose else None, board=ops.board)
+    qc = add_qc_sessions(cfg, sink, supervisor, intakes)  # started before the intakes: it records their readings
+    for name, service in intakes:
         supervisor.add(name, service)
+    add_endpoints(ops, intakes)
+    add_qc_page(qc, ops.web)
     supervisor.every_tick(publisher.check_status)
     supervisor.every_tick(_maintainer(outbox))
-    return Agent(cfg, secret, outbox, publisher, sink, supervisor)
+    return Agent(cfg, secret, outbox, publisher, sink, supervisor, dose, ops)
 
 
-def intake_services(cfg: Config, sink: Sink, secret: bytes) -> list[tuple[str, Service]]:
-    """Every configured intake, in start order; they stop before the publisher and the outbox."""
+def intake_services(cfg: Config, sink: Sink, secret: bytes, derive=None, board=None) -> list[tuple[str, Service]]:
+    """Every configured intake, in start order; they stop before the publisher and the outbox. `derive` is the
+    DICOM intake's hook for messages that follow from its events (dose alerts). With a `board`, the instruments'
+    trackers join it (its reporter runs elsewhere); without, they get an equipment reporter of their own."""
     from agent.dicom.service import dicom_services
-    from agent.instruments import instrument_services
+    from agent.instruments import instrument_readers, instrument_services
 
-    return dicom_services(cfg, sink, secret) + instrument_services(cfg, sink)
+    instruments = instrument_readers(cfg, sink, board) if board is not None else instrument_services(cfg, sink)
+    return dicom_services(cfg, sink, secret, derive) + instruments
 
 
 def _maintainer(outbox: Outbox):

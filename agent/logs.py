@@ -15,7 +15,15 @@ def setup_logging(level: str = "INFO") -> None:
     handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    set_level(level)
+
+
+def set_level(level: str) -> str:
+    """Change the agent's log level at run time (the set-log-level command); returns the previous level."""
+    root = logging.getLogger()
+    previous = logging.getLevelName(root.level)
     root.setLevel(level)
     # paho and pynetdicom are chatty at INFO; their problems reach us as exceptions and return codes.
     for noisy in ("pynetdicom", "paho"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    return previous

@@ -162,6 +162,7 @@ class Outbox:
         self._thread: threading.Thread | None = None
         self._read_local = threading.local()
         self.changed = threading.Event()  # set after a commit that added messages; the publisher waits on it
+        self.busy_since: float | None = None  # monotonic start of the commit in progress (watchdog: a stalled disk)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -235,7 +236,9 @@ class Outbox:
                         self._ops.put(None)  # finish this batch, then stop
                         break
                     batch.append(nxt)
+                self.busy_since = time.monotonic()
                 self._commit(conn, batch)
+                self.busy_since = None
         finally:
             conn.close()
 

@@ -14,11 +14,13 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from tenacity import RetryError, Retrying, retry_if_exception_type, wait_random_exponential
 
 from agent import __version__
@@ -51,6 +53,19 @@ class PublisherState:
     acked_total: int = 0
     rejected_total: int = 0  # PUBACK with a failure reason code (MQTT 5): kept and retried later
     last_error: str = ""
+    down_since: float | None = field(default_factory=time.monotonic)  # monotonic; None while connected
+    last_outage_s: float | None = None  # length of the last outage that ended (not the wait for the first connect)
+    busy_at: float = field(default_factory=time.monotonic)  # the feeder thread's last sign of life (watchdog)
+    idle_until: float = 0.0  # end of the reconnect backoff the feeder sleeps in (monotonic)
+
+    @property
+    def reconnects(self) -> int:
+        """Connections after the first one."""
+        return max(0, self.connects - 1)
+
+    def stuck(self, now: float, limit_s: float) -> bool:
+        """True when the feeder thread has shown no life for limit_s beyond any backoff it sleeps in."""
+        return now - max(self.busy_at, self.idle_until) > limit_s
 
 
 @dataclass
@@ -96,6 +111,9 @@ class Publisher:
         self._password = cfg.mqtt.password_file.read_text().strip() if cfg.mqtt.password_file else None
         self._outage_started: float | None = None
         self._published_full: bool | None = None  # outbox_full as last published in the status
+        self._wake = threading.Event()  # ends a reconnect backoff early (stop, or a flush-outbox command)
+        self._subscriptions: dict[str, tuple[Callable[[mqtt.MQTTMessage], None], bool]] = {}
+        self._conn: _Connection | None = None  # the live connection, for replies published outside the outbox
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -105,6 +123,7 @@ class Publisher:
     def stop(self, timeout: float = 4.0) -> None:
         """Publish the retained offline status, wait briefly for outstanding PUBACKs, disconnect."""
         self._stop.set()
+        self._wake.set()
         self.outbox.changed.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -116,8 +135,41 @@ class Publisher:
     def check_status(self) -> None:
         """Re-publish the retained status if what it says about the outbox is no longer true (supervisor tick)."""
         if self.state.connected and self.outbox.refusing != self._published_full:
-            self._status_dirty.set()
-            self.outbox.changed.set()
+            self.request_status()
+
+    def request_status(self) -> None:
+        """Publish the retained status again on the current connection (an "update")."""
+        self._status_dirty.set()
+        self.outbox.changed.set()
+
+    def wake(self) -> None:
+        """Try to deliver now: end a reconnect backoff early and look at the outbox again."""
+        self._wake.set()
+        self.outbox.changed.set()
+
+    # ---- messages to the agent (the command topic) --------------------------------------------------------------
+    def add_subscription(self, topic_filter: str, on_message: Callable[[mqtt.MQTTMessage], None],
+                         skip_retained: bool = False) -> None:
+        """Subscribe to topic_filter (QoS 1) on every connection; skip_retained (MQTT 5): the broker does not send
+        the retained message on subscribing. on_message runs in paho's network thread: it must hand the message off
+        and return at once. Register before start()."""
+        self._subscriptions[topic_filter] = (on_message, skip_retained)
+
+    def publish_direct(self, topic: str, payload: bytes, properties: Properties | None = None) -> bool:
+        """Publish outside the outbox on the live connection (QoS 1, not retained); False when not connected."""
+        conn = self._conn
+        if conn is None or conn.lost.is_set():
+            return False
+        info = conn.client.publish(topic, payload, qos=1, properties=properties)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _dispatch(self, msg: mqtt.MQTTMessage) -> None:
+        for topic_filter, (on_message, _) in self._subscriptions.items():
+            if mqtt.topic_matches_sub(topic_filter, msg.topic):
+                try:
+                    on_message(msg)
+                except Exception:  # noqa: BLE001 - a handler bug must not take down paho's network thread
+                    log.exception("error handling a message on %s", msg.topic)
 
     # ---- the feeder thread -------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -135,7 +187,7 @@ class Publisher:
             wait=wait_random_exponential(multiplier=self.cfg.mqtt.reconnect_min_s, max=self.cfg.mqtt.reconnect_max_s),
             retry=retry_if_exception_type(ConnectFailed),
             stop=lambda _state: self._stop.is_set(),
-            sleep=self._stop.wait,
+            sleep=self._backoff_sleep,
             before_sleep=self._log_retry,
         )
         try:
@@ -150,6 +202,12 @@ class Publisher:
             log.info("connected to broker %s:%d as %s", self.cfg.mqtt.host, self.cfg.mqtt.port, self.cfg.client_id)
         return conn
 
+    def _backoff_sleep(self, seconds: float) -> None:
+        self.state.idle_until = time.monotonic() + seconds
+        self._wake.wait(seconds)
+        self._wake.clear()
+        self.state.busy_at = time.monotonic()
+
     def _log_retry(self, retry_state) -> None:
         error = str(retry_state.outcome.exception())
         self.state.last_error = error
@@ -161,8 +219,10 @@ class Publisher:
 
     def _connect_once(self) -> _Connection:
         conn = self._new_connection()
+        self.state.busy_at = time.monotonic()
         try:
-            conn.client.connect(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s)
+            conn.client.connect(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s,
+                                **self._session_args())
         except (OSError, ValueError) as exc:
             raise ConnectFailed(describe_connect_error(exc, self.cfg)) from None
         conn.client.loop_start()
@@ -170,9 +230,28 @@ class Publisher:
             self._close(conn)
             raise ConnectFailed(conn.connack_error or f"broker {self.cfg.mqtt.host}:{self.cfg.mqtt.port} "
                                 f"did not answer CONNECT within {CONNACK_TIMEOUT_S:.0f} s")
-        self.state.connected = True
+        now = time.monotonic()
+        if self.state.connects and self.state.down_since is not None:
+            self.state.last_outage_s = now - self.state.down_since
+        self.state.connected, self.state.down_since = True, None
         self.state.connects += 1
         return conn
+
+    def _subscribe_options(self, skip_retained: bool) -> dict:
+        if self.cfg.mqtt.protocol != "5":
+            return {"qos": 1}
+        handling = SubscribeOptions.RETAIN_DO_NOT_SEND if skip_retained else SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE
+        return {"options": SubscribeOptions(qos=1, retainHandling=handling)}
+
+    def _session_args(self) -> dict:
+        """MQTT 5 with commands: a session the broker keeps while we are away, so a command sent meanwhile waits
+        (each until its own message expiry) instead of being dropped."""
+        expiry_s = self.cfg.commands.session_expiry_s if self.cfg.commands.enabled else 0
+        if self.cfg.mqtt.protocol != "5" or not expiry_s:
+            return {}
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = expiry_s
+        return {"clean_start": False, "properties": props}
 
     def _new_connection(self) -> _Connection:
         m = self.cfg.mqtt
@@ -194,6 +273,7 @@ class Publisher:
         client.on_connect = lambda c, u, flags, rc, props: self._on_connect(conn, rc)
         client.on_disconnect = lambda c, u, flags, rc, props: self._on_disconnect(conn, rc)
         client.on_publish = lambda c, u, mid, rc, props: self._on_publish(conn, mid, rc)
+        client.on_message = lambda c, u, msg: self._dispatch(msg)
         return conn
 
     def _on_publish(self, conn: _Connection, mid: int, reason_code) -> None:
@@ -205,6 +285,10 @@ class Publisher:
         if reason_code.is_failure:
             conn.connack_error = (f"broker {self.cfg.mqtt.host}:{self.cfg.mqtt.port} refused the connection: "
                                   f"{reason_code} (check mqtt.username/password_file and the broker's ACL)")
+        else:
+            # Set here, in paho's thread, before it hands over anything a resumed session had queued (commands): their
+            # replies must find the connection.
+            self._conn = conn
         conn.connack.set()
 
     def _on_disconnect(self, conn: _Connection, reason_code) -> None:
@@ -217,7 +301,9 @@ class Publisher:
                       self.cfg.mqtt.host, self.cfg.mqtt.port, reason_code)
 
     def _close(self, conn: _Connection) -> None:
-        self.state.connected = False
+        self.state.connected, self._conn = False, None
+        if self.state.down_since is None:
+            self.state.down_since = time.monotonic()
         try:
             conn.client.disconnect()
         except Exception:  # noqa: BLE001 - a half-dead socket may fail to send DISCONNECT; nothing to do about it
@@ -229,12 +315,15 @@ class Publisher:
         """Publish from the outbox until the connection is lost or the agent stops."""
         self.outbox.ack((), wait=True)  # acks of the previous connection are committed before we re-read
         self._publish_status(conn, "birth")
+        for topic_filter, (_, skip_retained) in self._subscriptions.items():
+            conn.client.subscribe(topic_filter, **self._subscribe_options(skip_retained))
         # paho keeps at most max_inflight unacknowledged on the wire and queues the rest, sending the next one from its
         # own thread the moment a PUBACK arrives; handing it a few windows' worth keeps the link busy between our
         # wake-ups, and waking only when a quarter of that is acknowledged keeps the wake-ups few.
         window = self.cfg.mqtt.max_inflight * PAHO_QUEUE_WINDOWS
         conn.refill_at = max(1, window // 4)
         while not conn.lost.is_set():
+            self.state.busy_at = time.monotonic()
             self.outbox.changed.clear()  # before looking, so a wake-up during the look is not lost
             self._collect_acks(conn)
             if self._stop.is_set():

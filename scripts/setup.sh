@@ -11,6 +11,9 @@ declare -A PROGRAMS=(
   [storescu]=dcmtk               # a real DICOM sender for intake tests
   [socat]=socat                  # pseudo-terminal pairs for serial tests
   [openssl]=openssl
+  [chromium]=chromium            # the QC page's browser test (headless, driven by Selenium)
+  [chromedriver]=chromium-driver # Debian's driver for it, so Selenium never downloads one
+  [systemd-analyze]=systemd      # the unit file tests: verify and security --offline (no PID 1 needed)
 )
 missing=()
 for prog in "${!PROGRAMS[@]}"; do

@@ -197,6 +197,7 @@ def write_agent_config(workdir: Path, broker_port: int, instruments: list[dict] 
         "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}", "reconnect_min_s": 0.1, "reconnect_max_s": 1.0},
         "outbox": {"path": str(workdir / "outbox.db")},
         "dicom": {"port": free_port(), "bind": "127.0.0.1", "quarantine_dir": str(workdir / "quarantine")},
+        "web": {"port": free_port()},  # agents of one test (and of concurrent test runs) must not share a port
     }
     for name, values in overrides.items():
         sections.setdefault(name, {}).update(values)

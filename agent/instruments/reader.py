@@ -47,6 +47,9 @@ class InstrumentReader:
     def __init__(self, inst: InstrumentConfig, sink: Sink) -> None:
         """Build the driver (no I/O) and its equipment tracker."""
         self.inst, self.sink = inst, sink
+        # Stores one reading durably; QC sessions wrap it to record the reading in an open session first (and set
+        # its session_ref), agent/qc/sessions.py. It raises OutboxError (or a subclass) when it cannot store.
+        self.emit = sink.emit
         self.settings = inst.driver_settings()
         self.driver = DRIVERS[inst.driver](self.settings)
         self.tracker = EquipmentTracker(inst.id, self.driver, inst.port)
@@ -147,7 +150,7 @@ class InstrumentReader:
             return
         retrying = self._retrying(self._store_refused, STORE_RETRY_MIN_S, STORE_RETRY_MAX_S, OutboxError, reraise=True)
         try:
-            retrying(self.sink.emit, payload)
+            retrying(self.emit, payload)
         except OutboxError as exc:
             # Stopping with the outbox still refusing: the journal is the last place this reading can go.
             log.error("instrument %s: stopping with a reading not stored (%s): %s flags %s raw %s", self.inst.id, exc,

@@ -51,6 +51,10 @@ class EquipmentReporter:
         """True while the thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
+    def republish(self) -> None:
+        """Publish every device's state on the next tick, changed or not (the republish-status command)."""
+        self._published.clear()
+
     def _run(self) -> None:
         while not self._stop.wait(TICK_S):
             self.publish_due()
@@ -59,7 +63,7 @@ class EquipmentReporter:
     def publish_due(self) -> None:
         """Publish every device whose state changed or whose periodic sample is due."""
         now = time.monotonic()
-        for device_id, tracker in self.board.trackers.items():
+        for device_id, tracker in list(self.board.trackers.items()):  # devices may be added meanwhile (modalities)
             if not tracker.known and now - self._started < UNKNOWN_GRACE_S:
                 continue
             last = self._published.get(device_id)

@@ -134,4 +134,4 @@ class EquipmentBoard:
 
     def snapshot(self, site: str = "", room: str = "") -> list[EquipmentStatus]:
         """Current status of every device (msg_ids are placeholders: this is for display, not publishing)."""
-        return [t.status(site, room, f"snapshot-{t.device_id}") for t in self.trackers.values()]
+        return [t.status(site, room, f"snapshot-{t.device_id}") for t in list(self.trackers.values())]

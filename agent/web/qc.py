@@ -1,0 +1,164 @@
+"""The QC page and its JSON API (/qc, /api/qc/...), a blueprint on the agent's web app.
+
+The page is static HTML + one script that polls the API every second; the CLI (`xray-agent qc ...`) uses the same
+API. Writes are POSTs with a JSON body: a browser sends those cross-origin only after a CORS preflight, which this
+app never grants, so another web page open on the room PC cannot start or finish sessions behind the technologist.
+The app's token check (agent/web/app.py) applies here too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Blueprint, Flask, abort, current_app, jsonify, render_template, request
+
+from agent.qc.models import TEST_TYPES
+from agent.qc.sessions import QcError, QcSessions
+
+EXTENSION = "xray_agent_qc"
+TEST_LABELS = {
+    "reproducibility": "Reproducibility (air kerma)",
+    "linearity_mas": "mAs linearity",
+    "linearity_ma": "mA linearity",
+    "kvp_accuracy": "kVp accuracy",
+    "timer_accuracy": "Exposure time accuracy",
+    "hvl": "Half-value layer",
+    "dap_agreement": "DAP agreement (meter vs DICOM)",
+}
+assert set(TEST_LABELS) == set(TEST_TYPES), "every test type needs a label on the page"
+
+bp = Blueprint("qc", __name__, template_folder="templates", static_folder="static", static_url_path="/qc/static")
+
+
+@bp.app_template_filter("when")
+def _when(iso: str | None) -> str:
+    """A stored UTC time for the report: 2025-03-04 10:00:05 UTC."""
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S UTC") if iso else "—"
+
+
+def register_qc(app: Flask, qc: QcSessions) -> None:
+    """Add the QC page and API to the app; the session service is found in app.extensions[EXTENSION]."""
+    app.extensions[EXTENSION] = qc
+    app.register_blueprint(bp)
+
+
+def _qc() -> QcSessions:
+    return current_app.extensions[EXTENSION]
+
+
+@bp.errorhandler(QcError)
+def _qc_error(exc: QcError):
+    return jsonify(error=str(exc)), exc.status
+
+
+def _body() -> dict:
+    """The JSON object of a write request; 415/400 otherwise (see the module docstring on why JSON only)."""
+    if not request.is_json:
+        raise QcError(415, "send the request body as JSON (Content-Type: application/json)")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise QcError(400, "the request body must be a JSON object")
+    return body
+
+
+# ---- pages -----------------------------------------------------------------------------------------------------------
+@bp.get("/qc")
+def page():
+    """The QC page of this room."""
+    cfg = current_app.extensions["xray_agent"].cfg
+    return render_template("qc.html", site=cfg.site.id, room=cfg.site.room)
+
+
+@bp.get("/qc/report/<ref>")
+def report(ref: str):
+    """Print-friendly report of one session (the audit record once finished)."""
+    qc, cfg = _qc(), current_app.extensions["xray_agent"].cfg
+    try:
+        session = qc.session(ref)
+    except QcError:
+        abort(404)
+    return render_template("qc_report.html", s=session, site=cfg.site.id, room=cfg.site.room,
+                           label=TEST_LABELS.get(session["test_type"], session["test_type"]))
+
+
+# ---- API -------------------------------------------------------------------------------------------------------------
+@bp.get("/api/qc/overview")
+def overview():
+    """Everything the page shows besides one session: test types, instruments and their live state, open and
+    recent sessions."""
+    qc = _qc()
+    open_sessions = qc.sessions("open")
+    return jsonify(test_types=[{"id": t, "label": TEST_LABELS[t]} for t in TEST_LABELS],
+                   instruments=_instruments(open_sessions), open=open_sessions, recent=qc.sessions("closed"))
+
+
+@bp.get("/api/qc/instruments")
+def instruments():
+    """The configured instruments, their live state and the open session each is in."""
+    return jsonify(instruments=_instruments(_qc().sessions("open")))
+
+
+def _instruments(open_sessions: list[dict]) -> list[dict]:
+    view, qc = current_app.extensions["xray_agent"], _qc()
+    live = {s.device_id: s for s in view.board.snapshot(view.cfg.site.id, view.cfg.site.room)}
+    busy = {i: s["ref"] for s in open_sessions for i in s["instruments"]}
+    out = []
+    for device_id, driver in qc.instruments.items():
+        status = live.get(device_id)
+        out.append({"id": device_id, "driver": driver, "session": busy.get(device_id),
+                    "state": status.state if status else "unknown",
+                    "last_reading_age_s": status.last_reading_age_s if status else None,
+                    "last_error": status.last_error if status else None})
+    return out
+
+
+@bp.get("/api/qc/sessions")
+def sessions():
+    """?state=open|closed|all (default all), newest first."""
+    state = request.args.get("state", "all")
+    if state not in ("open", "closed", "all"):
+        raise QcError(400, "state: open, closed or all")
+    return jsonify(sessions=_qc().sessions(None if state == "all" else state))
+
+
+@bp.post("/api/qc/sessions")
+def start():
+    """Start a test: {"test_type", "instruments": [...], "operator"}."""
+    body = _body()
+    session = _qc().open_session(body.get("test_type", ""), body.get("instruments", []), body.get("operator", ""))
+    return jsonify(session), 201
+
+
+@bp.get("/api/qc/sessions/<ref>")
+def session(ref: str):
+    """One session: exposures (set technique, measured values, readings) and the verdict so far."""
+    return jsonify(_qc().session(ref))
+
+
+@bp.post("/api/qc/sessions/<ref>/exposures/<int:number>/technique")
+def technique(ref: str, number: int):
+    """Confirm ({}), correct or enter the set technique of one exposure: {"set_kvp": 80, "set_mas": 10, ...}."""
+    return jsonify(_qc().set_technique(ref, number, _body()))
+
+
+@bp.post("/api/qc/sessions/<ref>/finish")
+def finish(ref: str):
+    """Finish with the verdict, keep the audit record and publish it on qc/session."""
+    _body()
+    return jsonify(_qc().finish(ref))
+
+
+@bp.post("/api/qc/sessions/<ref>/discard")
+def discard(ref: str):
+    """Abandon the session (kept locally, not published)."""
+    _body()
+    return jsonify(_qc().discard(ref))
+
+
+@bp.get("/api/qc/sessions/<ref>/record")
+def record(ref: str):
+    """The audit record of a finished session: the qc/session payload as published."""
+    found = _qc().record(ref)
+    if found is None:
+        raise QcError(404, f"session {ref} has no audit record (only finished sessions have one)")
+    return jsonify(found)
