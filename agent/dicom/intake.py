@@ -62,6 +62,9 @@ class DicomIntake:
         self.quarantine = quarantine
         self.retain_raw = retain_raw
         self.derive = derive  # adds messages that follow from the events (dose alerts); stored in the same commit
+        # Called with the stored payloads after each successful store (QC sessions take the set technique from them);
+        # an observer's failure is logged and never changes the answer to the sender.
+        self.observers: list[Callable[[list[Envelope]], None]] = []
         self.counters = IntakeCounters()
         self._refusing = False
 
@@ -87,6 +90,7 @@ class DicomIntake:
             new = sum(inserted)
             self.counters.add(events_stored=new, events_duplicate=len(inserted) - new)
             log.info("stored %d new event(s) (%d already known) from %s", new, len(inserted) - new, origin)
+            self._notify(payloads)
         else:
             self.counters.add(no_exposure=1)
             log.debug("object from %s records no projection exposure; acknowledged", origin)
@@ -94,6 +98,13 @@ class DicomIntake:
         if self.retain_raw is not None:
             self.retain_raw.put(raw(), "received")
         return SUCCESS
+
+    def _notify(self, payloads: list[Envelope]) -> None:
+        for observer in self.observers:
+            try:
+                observer(payloads)
+            except Exception:  # noqa: BLE001 - the events are stored: an observer must not fail the C-STORE
+                log.exception("intake observer %s failed", getattr(observer, "__qualname__", observer))
 
     def handle_undecodable(self, raw: Callable[[], bytes], reason: str, origin: str) -> int:
         """An object whose bytes could not even be decoded: count, quarantine, answer Cannot Understand."""

@@ -67,6 +67,10 @@ class ExposureEvent(Envelope):
                                        "present), equal for the image and RDSR views of one event.")
     patient_age_years: AgeYears | None = _opt("Patient age in whole years, capped at 90; null if unknown or disabled.")
     patient_sex: Sex | None = _opt("Patient sex M, F or O; null if unknown or disabled.")
+    repeat_of: str | None = _opt(
+        "Dose monitoring: event_ref of the earlier exposure this one repeats (same study, and same body part and view "
+        "as the dose rules' repeat key says, acquired within their repeat window); null if not a repeat, or if dose "
+        "monitoring is off.")
 
 
 class DoseSummary(Envelope):

@@ -48,4 +48,5 @@ class QcReading(Envelope):
                                            "key, e.g. kvp_peaks (kV, the Victoreen's individual peaks).")
     raw_frame: str = Field(description=RAW_DOC)
     raw_frame_bytes: int = Field(ge=0, description="Length of the raw frame(s) in bytes, count.")
-    session_ref: str | None = Field(None, description="QC session this reading belongs to; null (sessions come later).")
+    session_ref: str | None = Field(None, description="Random id of the QC session this reading was recorded in (as "
+                                    "on qc/session); null when no session was open for the instrument.")

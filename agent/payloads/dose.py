@@ -1,0 +1,100 @@
+"""Dose monitoring messages: an alert the moment an exposure or a study passes a configured level, and the daily room
+summary. Like exposure events they carry no patient identifier: studies and events are the same keyed-hash refs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.payloads.base import Envelope
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0)]
+AlertType = Literal["drl", "deviation-index", "cumulative"]
+DiBand = Literal["excessive", "over", "normal", "under", "excessively-under", "unknown"]
+
+QUANTITY_DOC = (
+    "What was compared, unit in the suffix: dap_gy_m2 (DAP of the exposure, Gy·m²), entrance_dose_mgy (mGy), "
+    "deviation_index (unitless), study_dap_gy_m2 and study_dose_rp_gy (cumulative over the study: DAP in Gy·m², "
+    "reference-point air kerma in Gy).")
+RATIO_DOC = (
+    "How far past the level: value / level for drl and cumulative alerts; for deviation-index alerts the exposure "
+    "relative to its target, EI / EI_T = 10^(DI/10).")
+
+
+class DoseAlert(Envelope):
+    """An exposure above a reference level, a deviation index in an alerting band, or a study whose cumulative dose
+    crossed a threshold. Raised once: msg_id is a hash of the event's (or study's) ref and the rule."""
+
+    KIND: ClassVar[str] = "dose-alert"
+    schema_: Literal["xray.dose-alert/1"] = Field("xray.dose-alert/1", alias="schema",
+                                               description="Payload schema/version.")
+
+    alert: AlertType = Field(description="drl: an exposure above its diagnostic reference level; deviation-index: "
+                                         "DI in an alerting band (IEC 62494-1); cumulative: a study's total crossed a "
+                                         "threshold (e.g. NCRP 168 substantial radiation dose level).")
+    rule: str = Field(description="Id of the rule that matched, from the dose rules file (for DI: deviation-index:"
+                                  "<band>).")
+    rule_description: str | None = Field(None, description="The rule's description from the rules file.")
+    quantity: Literal["dap_gy_m2", "entrance_dose_mgy", "deviation_index", "study_dap_gy_m2",
+                      "study_dose_rp_gy"] = Field(description=QUANTITY_DOC)
+    unit: str = Field(description="Unit of value and level: Gy·m², mGy, Gy, or 1 for the deviation index.")
+    value: Finite = Field(description="The value of the quantity, in unit.")
+    level: Finite = Field(description="The rule's level in unit; the alert means value is strictly above it "
+                                      "(below it for the under-exposure DI bands).")
+    ratio: Finite = Field(description=RATIO_DOC)
+    band: DiBand | None = Field(None, description="Deviation-index band of the exposure (deviation-index alerts).")
+    study_ref: str | None = Field(None, description="Keyed hash of the Study Instance UID, as on exposure events.")
+    event_ref: str | None = Field(None, description="The exposure that raised it (for cumulative alerts: the last "
+                                                    "one counted), as on exposure events; null if none.")
+    events_in_study: Count | None = Field(None, description="Cumulative alerts: distinct irradiation events counted "
+                                                            "in the study total, count.")
+    protocol: str | None = Field(None, description="Protocol of the exposure, as sent.")
+    body_part: str | None = Field(None, description="Body part of the exposure, as sent.")
+    view: str | None = Field(None, description="View of the exposure, as sent.")
+    modality: str | None = Field(None, description="Modality of the object (DX, CR, XA, RF; SR for an RDSR).")
+    irradiation_type: Literal["fluoroscopy", "acquisition"] | None = Field(None, description="Of the exposure.")
+    acquired_at: datetime | None = Field(None, description="When the exposure was made, as on the exposure event.")
+    received_at: datetime = Field(description="When the agent received the object that raised the alert, UTC.")
+
+
+class ProtocolSummary(BaseModel):
+    """One protocol's figures in a room summary."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol: str | None = Field(description="Protocol name as sent by the modality; null for exposures without one.")
+    exposures: Count = Field(description="Distinct exposures (irradiation events) in the period, count.")
+    with_dap: Count = Field(description="Of those, exposures that reported a DAP, count.")
+    dap_median_gy_m2: Finite | None = Field(description="Median DAP of the exposures with a DAP, Gy·m²; null if none.")
+    dap_p75_gy_m2: Finite | None = Field(description="75th percentile DAP (linear interpolation between closest "
+                                                     "ranks, as numpy's default), Gy·m²; null if none.")
+    repeats: Count = Field(description="Exposures that repeated an earlier one (repeat_of set), count.")
+    repeat_rate: Share = Field(description="repeats / exposures.")
+    deviation_index_bands: dict[DiBand, Share] = Field(description="Share of the exposures in each deviation-index "
+                                                                   "band (unknown: no DI); shares sum to 1.")
+    alerts: dict[AlertType, Count] = Field(description="Dose alerts raised by this protocol's exposures, by type.")
+
+
+class RoomSummary(Envelope):
+    """A room's exposures over one period: once a day at the configured local time, and on request."""
+
+    KIND: ClassVar[str] = "summary"
+    schema_: Literal["xray.summary/1"] = Field("xray.summary/1", alias="schema", description="Payload schema/version.")
+
+    trigger: Literal["daily", "request"] = Field(description="daily: the scheduled summary of the last day; request: "
+                                                             "the day so far, asked for.")
+    period_start: datetime = Field(description="Start of the period (inclusive), local time with offset.")
+    period_end: datetime = Field(description="End of the period (exclusive), local time with offset.")
+    timezone: str = Field(description="The site's zone (IANA name) the period is counted in.")
+    exposures: Count = Field(description="Distinct exposures in the period (by acquisition time, else receipt), count.")
+    repeats: Count = Field(description="Exposures that repeated an earlier one, count.")
+    repeat_rate: Share = Field(description="repeats / exposures; 0 when there were none.")
+    deviation_index_bands: dict[DiBand, Share] = Field(description="Share of all exposures in each deviation-index "
+                                                                   "band; shares sum to 1 (empty when no exposures).")
+    alerts: dict[AlertType, Count] = Field(description="Dose alerts raised by exposures of the period, by type.")
+    protocols: list[ProtocolSummary] = Field(description="Per protocol, sorted by protocol name (null last).")

@@ -1,0 +1,90 @@
+"""A finished QC session: the test, who ran it with which instruments, every exposure (set technique, measured values
+and the meter readings with their raw frames) and the verdict with each criterion's inputs, value and limit.
+
+Published once on `qc/session` when the technologist finishes the session; the same document is the agent's local
+audit record (agent/qc/store.py). Units are in the field names, as everywhere: kV, mA, mAs, ms, mm, cm², µGy, Gy·m².
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.payloads.base import Envelope
+from agent.payloads.qc import Key, Value
+from agent.qc.models import TestResult, TestType
+
+Magnitude = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+TechniqueSource = Literal["dicom", "manual", "corrected"]
+
+
+def _opt(description: str):
+    return Field(None, description=description)
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SetTechnique(_Part):
+    """The technique set on the console for one exposure, from the modality's DICOM or typed in."""
+
+    set_kvp: Magnitude | None = _opt("Set tube voltage, kV.")
+    set_ma: Magnitude | None = _opt("Set tube current, mA.")
+    set_mas: Magnitude | None = _opt("Set current-time product, mAs.")
+    set_time_ms: Magnitude | None = _opt("Set exposure time, ms.")
+    filtration_mm_al: Magnitude | None = _opt("Added/total filtration, mm Al (typed in; DICOM does not say).")
+    sid_mm: Magnitude | None = _opt("Source to image distance, mm.")
+    field_area_cm2: Magnitude | None = _opt("Field area at the measuring plane, cm² (typed in).")
+    dicom_dap_gy_m2: Magnitude | None = _opt("Dose-area product the modality reported for this exposure, Gy·m².")
+    source: TechniqueSource | None = _opt("dicom: from the modality's exposure event; manual: typed in; corrected: "
+                                          "from DICOM, then changed by the technologist; null: none yet.")
+    confirmed: bool = Field(False, description="The technologist confirmed or entered these values.")
+    event_ref: str | None = _opt("event_ref of the exposure event (qc technique from DICOM), as on `exposure`.")
+
+
+class SessionReading(_Part):
+    """A meter reading of the session, as published on `qc/reading` (same msg_id), raw frame included."""
+
+    msg_id: str
+    instrument_id: str
+    driver: str
+    measured_at: datetime
+    quantities: dict[Key, Value]
+    increments: dict[Key, Value] = Field(default_factory=dict, description="For meters that accumulate (a DAP "
+                                         "meter's total): the increase since the meter's previous reading, used as "
+                                         "this exposure's value.")
+    flags: list[str] = Field(default_factory=list)
+    raw_frame: str = Field(description="As on qc/reading: escaped text of the frame(s) as received.")
+    raw_frame_bytes: int = Field(ge=0)
+
+
+class SessionExposure(_Part):
+    """One exposure: the set technique paired with what the meter(s) measured."""
+
+    number: int = Field(ge=1, description="Order in the session, from 1.")
+    measured_at: datetime = Field(description="When the first reading of this exposure was completed, UTC.")
+    technique: SetTechnique
+    measured: dict[Key, Value] = Field(description="Measured values the analysis used: kvp, air_kerma_ugy, "
+                                                   "exposure_time_ms, hvl_mm_al, dap_gy_m2 (per exposure).")
+    readings: list[SessionReading]
+
+
+class QcSession(Envelope):
+    """A finished QC session and its verdict."""
+
+    KIND: ClassVar[str] = "qc/session"
+    schema_: Literal["xray.qc-session/1"] = Field("xray.qc-session/1", alias="schema",
+                                                 description="Payload schema/version.")
+
+    session_ref: str = Field(description="Random id of the session; qc/reading messages of the session carry it.")
+    test_type: TestType
+    operator: str = Field(description="Who ran the test: initials or staff id as typed in.")
+    instruments: list[str] = Field(description="Instrument ids from the agent's config.")
+    started_at: datetime
+    finished_at: datetime
+    match_window_s: float = Field(description="Window used to pair readings with DICOM exposure events, s.")
+    exposures: list[SessionExposure]
+    result: TestResult = Field(description="The verdict, each criterion with its inputs, value, limit and outcome.")

@@ -1,0 +1,23 @@
+"""The `[qc]` section of the agent config (agent.config imports it): sessions, technique matching and the limits."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.qc.limits import QcLimits
+
+DB_FILE = "qc.db"  # beside the outbox: the sessions and their audit records (agent/qc/store.py)
+
+
+class QcConfig(BaseModel):
+    """QC sessions: always on (readings with no open session are published as before); the limits are `[qc.limits]`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    match_window_s: float = Field(10.0, gt=0, le=600, description="A DICOM exposure event fills the set technique "
+                                  "of the meter reading nearest in time within ± this many seconds (the event's "
+                                  "acquisition time, else when it was received), s.")
+    pair_window_s: float = Field(5.0, gt=0, le=60, description="Readings of a session's different instruments this "
+                                 "close in time are one exposure (e.g. a kVp meter and a DAP meter), s.")
+    recent_sessions: int = Field(20, ge=1, le=500, description="Finished or discarded sessions listed on the page.")
+    limits: QcLimits = Field(default_factory=QcLimits, description="Limits of the analyses; US federal by default.")

@@ -1,0 +1,83 @@
+"""Pure helpers of QC sessions: the set technique of a DICOM exposure event, nearest-in-time matching, the increase of
+an accumulating meter, and the measured values of an exposure from its readings."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import TypeVar
+
+from agent.payloads.exposure import ExposureEvent
+
+T = TypeVar("T")
+
+# The set technique of an exposure: what the analyses call set_* plus the DAP the modality reported.
+TECHNIQUE_KEYS = ("set_kvp", "set_ma", "set_mas", "set_time_ms", "filtration_mm_al", "sid_mm", "field_area_cm2",
+                  "dicom_dap_gy_m2")
+# Reading quantities the analyses use (QcExposure's measured fields, same names as the drivers' keys).
+MEASURED_KEYS = ("kvp", "air_kerma_ugy", "exposure_time_ms", "hvl_mm_al", "dap_gy_m2")
+# Quantities a meter shows as a running total until reset: a DAP meter adds every exposure to its display (the
+# DIAMENTOR's M reply is the accumulated DAP and irradiation time). An exposure's value is the increase.
+ACCUMULATING: dict[str, frozenset[str]] = {"ptw_diamentor": frozenset({"dap_gy_m2", "exposure_time_ms"})}
+
+
+def utc_iso(at: datetime) -> str:
+    """UTC ISO 8601 with microseconds always written, so stored times sort as text."""
+    return at.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def parse_time(text: str) -> datetime:
+    """The inverse of utc_iso (any ISO 8601 with offset)."""
+    return datetime.fromisoformat(text)
+
+
+def event_technique(event: ExposureEvent) -> dict[str, float]:
+    """The set technique an exposure event reports (only the values it has)."""
+    values = {"set_kvp": event.kvp, "set_ma": event.tube_current_ma, "set_mas": event.exposure_mas,
+              "set_time_ms": event.exposure_time_ms, "sid_mm": event.sid_mm, "dicom_dap_gy_m2": event.dap_gy_m2}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def event_time(event: ExposureEvent) -> datetime:
+    """When the exposure was made: the modality's acquisition time, else when the agent received the object."""
+    return event.acquired_at if event.acquired_at is not None else event.received_at
+
+
+def nearest(at: datetime, candidates: Iterable[tuple[T, datetime]], window_s: float) -> T | None:
+    """The candidate whose time is nearest to `at`, within ± window_s (inclusive); the earlier one on a tie."""
+    best: tuple[float, datetime, T] | None = None
+    for item, when in candidates:
+        gap = abs((when - at).total_seconds())
+        if gap <= window_s and (best is None or (gap, when) < (best[0], best[1])):
+            best = (gap, when, item)
+    return None if best is None else best[2]
+
+
+def increments(driver: str, quantities: Mapping[str, float], totals: Mapping[str, float]
+               ) -> tuple[dict[str, float], dict[str, float], bool]:
+    """For an accumulating meter: (increase per key since `totals`, the new totals, whether this reading is an
+    exposure). Not an exposure: nothing increased, or no previous total is known (the first reading after the agent
+    first met the meter only sets the baseline: its total may hold exposures made before). A total that went down
+    means the meter was reset: the whole value is the increase. Other meters: ({}, {}, True)."""
+    keys = ACCUMULATING.get(driver, frozenset()) & set(quantities)
+    if not keys:
+        return {}, {}, True
+    new_totals = {key: float(quantities[key]) for key in keys}
+    if not all(key in totals for key in keys):
+        return {}, new_totals, False
+    grown = {key: value - totals[key] if value >= totals[key] else value for key, value in new_totals.items()}
+    return grown, new_totals, any(value > 0 for value in grown.values())
+
+
+def measured(readings: Sequence[Mapping]) -> dict[str, float]:
+    """Measured values of one exposure from its readings (dicts with `quantities` and `increments`), taken from the
+    first reading that has each key: callers order readings by the session's instrument list."""
+    out: dict[str, float] = {}
+    for reading in readings:
+        values = {**reading["quantities"], **reading.get("increments", {})}
+        for key in MEASURED_KEYS:
+            value = values.get(key)
+            if key not in out and value is not None and math.isfinite(value):
+                out[key] = value
+    return out

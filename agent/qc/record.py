@@ -1,0 +1,66 @@
+"""A session's rows -> its exposures (set technique + measured values + readings), the analysis input and the
+`qc/session` payload. Read-only: agent/qc/sessions.py does the writing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.payloads.qc_session import QcSession, SessionExposure, SessionReading, SetTechnique
+from agent.qc.analysis import analyse
+from agent.qc.limits import QcLimits
+from agent.qc.matching import measured, parse_time
+from agent.qc.models import QcExposure, TestResult
+from agent.qc.store import QcStore
+
+READING_FIELDS = ("msg_id", "instrument_id", "driver", "measured_at", "quantities", "flags", "raw_frame",
+                  "raw_frame_bytes")
+
+
+def exposure_views(store: QcStore, session: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every exposure of a session in order, as JSON-ready dicts: number, measured_at, technique, measured,
+    readings (each as published on qc/reading plus its increments)."""
+    rows = store.query("SELECT * FROM exposures WHERE session_ref = ? ORDER BY number", (session["ref"],))
+    readings = store.query("SELECT payload, increments, exposure FROM readings WHERE session_ref = ? "
+                           "ORDER BY measured_at", (session["ref"],))
+    order = {instrument: i for i, instrument in enumerate(session["instruments"])}
+    by_exposure: dict[int, list[dict]] = {}
+    for row in readings:
+        reading = {key: row["payload"].get(key) for key in READING_FIELDS}
+        reading["increments"] = row["increments"]
+        by_exposure.setdefault(row["exposure"], []).append(reading)
+    views = []
+    for row in rows:
+        group = sorted(by_exposure.get(row["number"], []), key=lambda r: order.get(r["instrument_id"], len(order)))
+        technique = {**row["technique"], "source": row["source"], "confirmed": bool(row["confirmed"]),
+                     "event_ref": row["event_ref"]}
+        views.append({"number": row["number"], "measured_at": row["measured_at"], "technique": technique,
+                      "measured": measured(group), "readings": group})
+    return views
+
+
+def qc_exposures(views: list[dict[str, Any]]) -> list[QcExposure]:
+    """The analysis input: set technique and measured values of each exposure."""
+    out = []
+    for view in views:
+        technique = {k: v for k, v in view["technique"].items() if k not in ("source", "confirmed", "event_ref")}
+        out.append(QcExposure(**technique, **view["measured"], measured_at=parse_time(view["measured_at"])))
+    return out
+
+
+def analysed(test_type: str, views: list[dict[str, Any]], limits: QcLimits) -> TestResult:
+    """The verdict over the exposures so far."""
+    return analyse(test_type, qc_exposures(views), limits)
+
+
+def session_payload(session: dict[str, Any], views: list[dict[str, Any]], result: TestResult, *, site: str,
+                    room: str, finished_at: str, match_window_s: float) -> QcSession:
+    """The qc/session message (and audit record) of a session being finished; msg_id is fixed per session, so
+    publishing it again after a crash is the same message."""
+    exposures = [SessionExposure(number=v["number"], measured_at=parse_time(v["measured_at"]),
+                                 technique=SetTechnique(**v["technique"]), measured=v["measured"],
+                                 readings=[SessionReading(**r) for r in v["readings"]]) for v in views]
+    return QcSession(msg_id=f"qcs-{session['ref']}", site=site, room=room, session_ref=session["ref"],
+                     test_type=session["test_type"], operator=session["operator"],
+                     instruments=session["instruments"], started_at=parse_time(session["started_at"]),
+                     finished_at=parse_time(finished_at), match_window_s=match_window_s, exposures=exposures,
+                     result=result)

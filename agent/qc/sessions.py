@@ -1,0 +1,278 @@
+"""QC sessions: a technologist starts a test on some instruments, readings and DICOM techniques fill it, the verdict
+follows each change, and a finished session is published on `qc/session` and kept as the audit record.
+
+Ordering, so that a reading counted in a session is never lost and never counted twice: the session record first
+(qc.db, committed with synchronous=FULL, keyed by the reading's msg_id), then the outbox (Sink.emit, also keyed by
+msg_id), then `emitted = 1`. A crash between the first two leaves a recorded reading that the outbox lacks: start()
+emits every reading still at `emitted = 0` again, and the outbox drops the ones it already had (same msg_id), so each
+reading is published and counted exactly once. The other order could lose a published reading from its session.
+Finishing follows the same pattern: the audit record and state in one transaction, then the outbox, then
+`published = 1`; unpublished finished sessions are emitted again at start and on the supervisor's tick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from agent.outbox import OutboxError
+from agent.payloads.base import Envelope
+from agent.payloads.exposure import ExposureEvent
+from agent.payloads.qc import QcReading
+from agent.payloads.qc_session import QcSession
+from agent.qc.config import QcConfig
+from agent.qc.matching import TECHNIQUE_KEYS, utc_iso
+from agent.qc.models import TEST_TYPES
+from agent.qc.record import analysed, exposure_views, session_payload
+from agent.qc.recording import mark_emitted, record_events, record_reading
+from agent.qc.store import QcStore, QcStoreError, dumps
+from agent.sink import Sink
+
+log = logging.getLogger(__name__)
+
+OPERATOR_MAX = 32
+
+
+class QcError(Exception):
+    """A request that cannot be done; `status` is the HTTP status the web API answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class QcSessions:
+    """The QC session service of one agent (start/stop/alive for the supervisor; tick for retries)."""
+
+    def __init__(self, cfg: QcConfig, store: QcStore, sink: Sink, instruments: Mapping[str, str]) -> None:
+        """instruments: configured instrument id -> driver name. No I/O here."""
+        self.cfg, self.store, self.sink = cfg, store, sink
+        self.instruments = dict(instruments)
+
+    # ---- service -----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open qc.db and emit what a crash may have left out of the outbox."""
+        try:
+            self.store.open()
+            self.reconcile()
+        except (QcStoreError, OutboxError) as exc:
+            # Readings are still published (without a session) meanwhile; the supervisor retries with backoff.
+            log.error("QC sessions unavailable: %s", exc)
+            self.store.close()
+
+    def stop(self) -> None:
+        """Close qc.db."""
+        self.store.close()
+
+    def alive(self) -> bool:
+        """True while qc.db is open."""
+        return self.store.is_open
+
+    def reconcile(self) -> None:
+        """Re-emit readings recorded but maybe not in the outbox, publish finished sessions not yet published, and
+        analyse the open sessions again (the limits may have changed since)."""
+        for row in self.store.query("SELECT msg_id, payload FROM readings WHERE emitted = 0 ORDER BY measured_at"):
+            self.sink.emit(QcReading.model_validate(row["payload"]))
+            mark_emitted(self.store, row["msg_id"])
+        self.publish_pending()
+        for row in self.store.query("SELECT ref FROM sessions WHERE state = 'open'"):
+            self._analyse(row["ref"])
+
+    def tick(self) -> None:
+        """Retry publishing finished sessions the outbox refused (called by the supervisor)."""
+        if self.store.is_open:
+            try:
+                self.publish_pending()
+            except (QcStoreError, OutboxError) as exc:
+                log.debug("finished QC session still not published: %s", exc)
+
+    def publish_pending(self) -> None:
+        """Emit every finished session whose record is not yet in the outbox."""
+        for row in self.store.query("SELECT ref, record FROM sessions WHERE state = 'finished' AND published = 0"):
+            self.sink.emit(QcSession.model_validate(row["record"]))
+            with self.store.transaction() as conn:
+                conn.execute("UPDATE sessions SET published = 1 WHERE ref = ?", (row["ref"],))
+            log.info("QC session %s published on qc/session", row["ref"])
+
+    # ---- hooks -------------------------------------------------------------------------------------------------
+    def recorder(self, emit: Callable[[QcReading], Any]) -> Callable[[QcReading], Any]:
+        """Wrap an instrument reader's emit: session record first, then the outbox (see the module docstring).
+        QcStoreError is an OutboxError, so the reader holds the reading and retries as when the outbox refuses."""
+        def store_reading(payload: QcReading) -> Any:
+            if not self.store.is_open:
+                return emit(payload)  # QC unavailable: the reading is still published, with no session
+            payload = record_reading(self.store, payload, self.cfg.pair_window_s, self.cfg.match_window_s)
+            result = emit(payload)
+            if payload.session_ref is not None:
+                mark_emitted(self.store, payload.msg_id)
+                self._analyse(payload.session_ref)
+            return result
+        return store_reading
+
+    def observe(self, payloads: list[Envelope]) -> None:
+        """DICOM intake observer: exposure events (stored in the outbox already) fill the technique of exposures."""
+        events = [p for p in payloads if isinstance(p, ExposureEvent)]
+        if events and self.store.is_open:
+            for ref in record_events(self.store, events, self.cfg.match_window_s):
+                self._analyse(ref)
+
+    # ---- the technologist's actions -------------------------------------------------------------------------------
+    def open_session(self, test_type: str, instruments: list[str], operator: str) -> dict[str, Any]:
+        """Start a test; each instrument may be in one open session at a time."""
+        self._check_new(test_type, instruments, operator)
+        ref = f"qc-{secrets.token_hex(4)}"
+        with self._store() as conn:
+            for instrument in instruments:
+                busy = conn.execute("SELECT ref FROM sessions WHERE state = 'open' AND EXISTS (SELECT 1 FROM "
+                                    "json_each(sessions.instruments) WHERE value = ?)", (instrument,)).fetchone()
+                if busy is not None:
+                    raise QcError(409, f"instrument {instrument} is in open session {busy['ref']}: finish or "
+                                       "discard that one first")
+            conn.execute("INSERT INTO sessions (ref, test_type, operator, instruments, state, started_at) "
+                         "VALUES (?, ?, ?, ?, 'open', ?)", (ref, test_type, operator.strip(), dumps(instruments),
+                                                            utc_iso(_now())))
+        log.info("QC session %s started: %s on %s by %s", ref, test_type, ", ".join(instruments), operator.strip())
+        self._analyse(ref)
+        return self.session(ref)
+
+    def _check_new(self, test_type: str, instruments: list[str], operator: str) -> None:
+        if test_type not in TEST_TYPES:
+            raise QcError(400, f"unknown test type {test_type!r}; one of {', '.join(TEST_TYPES)}")
+        if not instruments or not isinstance(instruments, list) or not all(isinstance(i, str) for i in instruments):
+            raise QcError(400, "choose at least one instrument")
+        unknown = [i for i in instruments if i not in self.instruments]
+        if unknown:
+            known = ", ".join(self.instruments) or "none configured"
+            raise QcError(400, f"unknown instrument {', '.join(map(str, unknown))}; configured: {known}")
+        name = operator.strip() if isinstance(operator, str) else ""
+        if not name or len(name) > OPERATOR_MAX or not name.isprintable():
+            raise QcError(400, f"operator: your initials or staff id (1-{OPERATOR_MAX} characters)")
+
+    def set_technique(self, ref: str, number: int, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Confirm (no values) or correct/enter the set technique of one exposure; a value of null clears it."""
+        clean = _technique_values(values)
+        with self._store() as conn:
+            self._open(ref)
+            row = conn.execute("SELECT technique, source FROM exposures WHERE session_ref = ? AND number = ?",
+                               (ref, number)).fetchone()
+            if row is None:
+                raise QcError(404, f"session {ref} has no exposure {number}")
+            old = _loads(row["technique"])
+            new = {k: v for k, v in {**old, **clean}.items() if v is not None}
+            source = row["source"] if new == old else ("corrected" if row["source"] in ("dicom", "corrected")
+                                                       else "manual")
+            # Confirming an exposure that has no technique yet confirms nothing: DICOM may still fill it.
+            conn.execute("UPDATE exposures SET technique = ?, source = ?, confirmed = ? WHERE session_ref = ? AND "
+                         "number = ?", (dumps(new), source if new else None, int(bool(new)), ref, number))
+        self._analyse(ref)
+        return self.session(ref)
+
+    def finish(self, ref: str) -> dict[str, Any]:
+        """Close the session with its verdict, keep the audit record and publish it on qc/session."""
+        with self._store() as conn:
+            session = self._open(ref)
+            views = exposure_views(self.store, session)
+            result = analysed(session["test_type"], views, self.cfg.limits)
+            ended = utc_iso(_now())
+            record = session_payload(session, views, result, site=self.sink.site, room=self.sink.room,
+                                     finished_at=ended, match_window_s=self.cfg.match_window_s)
+            conn.execute("UPDATE sessions SET state = 'finished', ended_at = ?, result = ?, record = ? WHERE ref = ?",
+                         (ended, result.model_dump_json(), record.model_dump_json(by_alias=True), ref))
+        log.info("QC session %s finished: %s (%d exposures)", ref, result.verdict, len(views))
+        try:
+            self.publish_pending()
+        except OutboxError as exc:
+            log.warning("QC session %s finished but not yet published (%s); retrying", ref, exc)
+        return self.session(ref)
+
+    def discard(self, ref: str) -> dict[str, Any]:
+        """Abandon the session: kept locally, not published (its readings went out on qc/reading already)."""
+        with self._store() as conn:
+            self._open(ref)
+            conn.execute("UPDATE sessions SET state = 'discarded', ended_at = ? WHERE ref = ?", (utc_iso(_now()), ref))
+        log.info("QC session %s discarded", ref)
+        return self.session(ref)
+
+    # ---- views -------------------------------------------------------------------------------------------------
+    def session(self, ref: str) -> dict[str, Any]:
+        """One session with its exposures and verdict, JSON-ready."""
+        session = self._row(ref)
+        if session is None:
+            raise QcError(404, f"no QC session {ref}")
+        session.pop("record", None)
+        return {**session, "published": bool(session["published"]),
+                "exposures": exposure_views(self.store, session), "match_window_s": self.cfg.match_window_s}
+
+    def sessions(self, state: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Summaries, newest first: open ones, or the recent finished/discarded ones, or all."""
+        where = {"open": "state = 'open'", "closed": "state != 'open'"}.get(state or "", "1")
+        rows = self._query(f"SELECT s.ref, s.test_type, s.operator, s.instruments, s.state, s.started_at, "
+                           f"s.ended_at, s.published, json_extract(s.result, '$.verdict') AS verdict, (SELECT "
+                           f"count(*) FROM exposures e WHERE e.session_ref = s.ref) AS n_exposures FROM sessions s "
+                           f"WHERE {where} ORDER BY s.started_at DESC LIMIT ?", (limit or self.cfg.recent_sessions,))
+        return [{**row, "published": bool(row["published"])} for row in rows]
+
+    def record(self, ref: str) -> dict[str, Any] | None:
+        """The published audit record (qc/session payload) of a finished session."""
+        row = self._row(ref)
+        return None if row is None else row["record"]
+
+    # ---- internals -------------------------------------------------------------------------------------------------
+    def _analyse(self, ref: str) -> None:
+        # Read, analyse and write under one transaction: a verdict computed from fewer exposures by another thread
+        # must not overwrite a newer one.
+        with self.store.transaction() as conn:
+            session = self._row(ref)
+            if session is None or session["state"] != "open":
+                return
+            result = analysed(session["test_type"], exposure_views(self.store, session), self.cfg.limits)
+            conn.execute("UPDATE sessions SET result = ? WHERE ref = ? AND state = 'open'",
+                         (result.model_dump_json(), ref))
+
+    def _open(self, ref: str) -> dict[str, Any]:
+        session = self._row(ref)
+        if session is None:
+            raise QcError(404, f"no QC session {ref}")
+        if session["state"] != "open":
+            raise QcError(409, f"session {ref} is {session['state']} already")
+        return session
+
+    def _row(self, ref: str) -> dict[str, Any] | None:
+        return self.store.one("SELECT * FROM sessions WHERE ref = ?", (ref,)) if self.store.is_open else \
+            self._unavailable()
+
+    def _query(self, sql: str, params: tuple) -> list[dict[str, Any]]:
+        return self.store.query(sql, params) if self.store.is_open else self._unavailable()
+
+    def _store(self):
+        if not self.store.is_open:
+            self._unavailable()
+        return self.store.transaction()
+
+    def _unavailable(self):
+        raise QcError(503, f"QC sessions are unavailable: {self.store.path} could not be opened (see the agent's log)")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _loads(text: str) -> dict[str, Any]:
+    return json.loads(text) if text else {}
+
+
+def _technique_values(values: Mapping[str, Any]) -> dict[str, float | None]:
+    """Validate typed-in technique values: known keys, numbers >= 0 or null."""
+    out: dict[str, float | None] = {}
+    for key, value in values.items():
+        if key not in TECHNIQUE_KEYS:
+            raise QcError(400, f"unknown technique value {key!r}; use {', '.join(TECHNIQUE_KEYS)}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+                                  or value != value or value == float("inf")):
+            raise QcError(400, f"{key}: a number >= 0 (or null to clear), got {value!r}")
+        out[key] = None if value is None else float(value)
+    return out
