@@ -29,6 +29,26 @@ def parse_args(argv: list[str]) -> tuple[int, str, str, list[str]]:
     return port, called, calling, rest
 
 
+def keep_responses(assoc) -> None:
+    """Hand a response that pynetdicom's association thread took off the DIMSE queue back to send_c_store.
+
+    send_c_store pauses that thread (the reactor) before sending and waiting, but its handshake is racy: it waits
+    for `_is_paused`, which the reactor sets just before `_reactor_checkpoint.wait()` and clears just after it
+    returns. When the reactor has just passed the checkpoint, send_c_store sees a stale True, sends, and a fast
+    answer (a few ms on loopback) can be taken by the reactor, which logs "Received unexpected C-STORE service
+    message" and drops it: send_c_store then waits out the DIMSE timeout (pydicom/pynetdicom#875). This sender
+    never serves requests, so a response reaching the reactor always belongs to the request in flight."""
+    serve = assoc._serve_request
+
+    def serve_or_return(msg, context_id):
+        if msg.is_valid_response:
+            assoc.dimse.msg_queue.put((context_id, msg))
+        else:
+            serve(msg, context_id)
+
+    assoc._serve_request = serve_or_return
+
+
 def main(argv: list[str]) -> int:
     port, called, calling, files = parse_args(argv)
     _config.STORE_SEND_CHUNKED_DATASET = True  # send the file's data set bytes without decoding them
@@ -46,6 +66,7 @@ def main(argv: list[str]) -> int:
     if not assoc.is_established:
         print("association failed", file=sys.stderr)
         return 1
+    keep_responses(assoc)
     # Without TCP_NODELAY the data PDU written right after the command PDU waits for the peer's delayed ACK (40 ms on
     # Linux) on every C-STORE; dcmtk's storescu behaves the same unless TCP_NODELAY=1 is in its environment.
     assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
