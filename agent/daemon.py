@@ -59,6 +59,8 @@ def build_agent(cfg: Config) -> Agent:
     if dose is not None:
         supervisor.add("dose", dose)
         supervisor.every_tick(dose.tick)
+        if ops.commands is not None:
+            ops.commands.ctx.dose = dose  # the dose-summary command
     intakes = intake_services(cfg, sink, secret, derive=dose.derive if dose else None, board=ops.board)
     qc = add_qc_sessions(cfg, sink, supervisor, intakes)  # started before the intakes: it records their readings
     for name, service in intakes:

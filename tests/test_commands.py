@@ -57,6 +57,12 @@ def test_ping_and_health_answered_with_correlation_data(broker, subscriber, requ
     assert subscriber.snapshot("/status")[-1].json()["reason"] == "update"
     assert "command 'ping' run" in agent.log()
 
+    summary = requester.request("dose-summary")
+    assert summary["ok"] and summary["result"]["summary"]["schema"] == "xray.summary/1"
+    assert summary["result"]["summary"]["trigger"] == "request"
+    wait_for(lambda: [m for m in subscriber.snapshot("/summary")
+                      if m.json()["msg_id"] == summary["result"]["summary"]["msg_id"]], 10, "summary on its topic")
+
 
 def _answered(requester: Requester, command: str) -> dict | None:
     """Send and wait briefly: the first request may race the agent's SUBSCRIBE right after it connects."""
@@ -72,7 +78,7 @@ def test_unknown_malformed_stale_and_retained_commands_are_refused(broker, reque
 
     unknown = requester.request("shell", {"cmd": "rm -rf /"})
     assert unknown["ok"] is False and "unknown command 'shell'" in unknown["error"]
-    assert "allowed: ping, health, republish-status, flush-outbox, set-log-level" in unknown["error"]
+    assert "allowed: ping, health, republish-status, flush-outbox, set-log-level, dose-summary" in unknown["error"]
     malformed = requester.reply(requester.send("ping", raw=b"not json"))
     assert malformed["ok"] is False and malformed["command"] is None and "not a valid request" in malformed["error"]
     extra = requester.request("ping", {"verbose": True})

@@ -30,6 +30,7 @@ class CommandContext:
     view: AgentView
     health: HealthReporter
     equipment: EquipmentReporter
+    dose: Any = None  # agent.dose.monitor.DoseMonitor when dose monitoring runs (set once it is built)
 
 
 def _no_args(args: dict) -> None:
@@ -80,10 +81,23 @@ def set_log_level(ctx: CommandContext, args: dict) -> dict[str, Any]:
     return {"previous": set_level(level), "level": level}
 
 
+def dose_summary(ctx: CommandContext, args: dict) -> dict[str, Any]:
+    """Publish the room's dose summary of the day so far on `summary` now, and return it."""
+    _no_args(args)
+    if ctx.dose is None:
+        raise CommandError("dose monitoring is not running in this agent")
+    try:
+        summary = ctx.dose.request_summary()
+    except Exception as exc:  # noqa: BLE001 - outbox full or history unreadable: say so in the reply
+        raise CommandError(f"summary not published: {exc}") from None
+    return {"summary": summary.model_dump(mode="json", by_alias=True)}
+
+
 COMMANDS: dict[str, Callable[[CommandContext, dict], dict[str, Any]]] = {
     "ping": ping,
     "health": health,
     "republish-status": republish_status,
     "flush-outbox": flush_outbox,
     "set-log-level": set_log_level,
+    "dose-summary": dose_summary,
 }
