@@ -14,7 +14,7 @@ from agent.outbox import Outbox
 from drivers.emulators.diamentor import DiamentorEmulator
 from drivers.emulators.ludlum import Ludlum375Emulator
 from drivers.emulators.victoreen import VictoreenEmulator
-from tests.realparts import AgentProcess, Subscriber, wait_for, write_agent_config
+from tests.realparts import AgentProcess, Subscriber, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -22,31 +22,12 @@ BASE = "xray/v1/test-site/xr-01"
 POLL_FAST = {"poll_interval_s": 0.05, "reply_timeout_s": 0.5, "read_timeout_s": 0.02}
 
 
-def instruments_toml(entries: list[dict]) -> str:
-    """[[instruments]] blocks; `settings` as an inline table."""
-    def value(v):
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
-        return json.dumps(v) if isinstance(v, str) else repr(v)
-    return "".join("\n[[instruments]]\n" + "".join(f"{k} = {value(v)}\n" for k, v in e.items()) for e in entries)
-
-
 @pytest.fixture
-def start_agent(tmp_path):
-    """Like conftest's agent_factory, plus [[instruments]] entries (which its section overrides cannot express)."""
-    started: list[AgentProcess] = []
-
+def start_agent(agent_factory):
+    """The real agent with these [[instruments]] entries."""
     def start(port: int, instruments: list[dict], workdir=None) -> AgentProcess:
-        config = write_agent_config(workdir or tmp_path / "agent", port)
-        with config.open("a") as fh:
-            fh.write(instruments_toml(instruments))
-        proc = AgentProcess(config).start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.ensure_stopped()
+        return agent_factory(port, workdir=workdir, instruments=instruments)
+    return start
 
 
 @pytest.fixture
