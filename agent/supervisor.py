@@ -26,6 +26,38 @@ class Service(Protocol):
     def alive(self) -> bool: ...
 
 
+class ThreadService:
+    """A service whose work runs in one daemon thread: subclasses implement `_run()`, which returns once `_stop` is
+    set (every wait in it should be `self._stop.wait(...)`), and may set `thread_name` and `stop_timeout_s`."""
+
+    thread_name = "service"
+    stop_timeout_s = 2.0
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask the thread to finish and wait for it (at most stop_timeout_s)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.stop_timeout_s if timeout is None else timeout)
+            self._thread = None
+
+    def alive(self) -> bool:
+        """True while the thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
 @dataclass
 class _Entry:
     name: str

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -21,36 +20,28 @@ from pydicom import dcmread
 from agent.config import FolderIntakeConfig
 from agent.dicom.intake import DicomIntake
 from agent.dicom.statuses import CANNOT_UNDERSTAND, SUCCESS
+from agent.supervisor import ThreadService
 
 log = logging.getLogger(__name__)
 
 
-class FolderWatcher:
+class FolderWatcher(ThreadService):
     """Polls a folder and feeds settled files to the intake."""
 
+    thread_name = "dicom-folder"
+    stop_timeout_s = 5.0
+
     def __init__(self, cfg: FolderIntakeConfig, intake: DicomIntake, state_path: Path):
+        super().__init__()
         self.cfg = cfg
         self.intake = intake
         self.state_path = Path(state_path)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._seen: dict[Path, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, first seen unchanged at)
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="dicom-folder", daemon=True)
-        self._thread.start()
+        super().start()
         log.info("watching %s for DICOM files (settle %.1f s, then %s)", self.cfg.path, self.cfg.settle_s,
                  self.cfg.after)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
         db = sqlite_utils.Database(self.state_path)

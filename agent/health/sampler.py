@@ -18,6 +18,7 @@ from agent.outbox import OutboxError
 from agent.payloads.base import new_msg_id
 from agent.payloads.health import HealthSample
 from agent.sink import Sink
+from agent.supervisor import ThreadService
 
 log = logging.getLogger(__name__)
 
@@ -54,31 +55,15 @@ class HealthSampler:
             broker_rejected_total=link.rejected_total, last_puback_at=puback)
 
 
-class HealthReporter:
+class HealthReporter(ThreadService):
     """Service (start/stop/alive): stores a health sample every interval_s; the first one right after start."""
 
+    thread_name = "health-reporter"
+
     def __init__(self, sampler: HealthSampler, sink: Sink, interval_s: float) -> None:
+        super().__init__()
         self.sampler, self.sink, self.interval_s = sampler, sink, interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._failing = False
-
-    def start(self) -> None:
-        """Start the reporter thread."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="health-reporter", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop the thread (no final sample: the status says the agent stopped)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def alive(self) -> bool:
-        """True while the thread runs."""
-        return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
         # A short first wait: the CPU shares of the first sample then cover a meaningful interval.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from contextlib import suppress
 
@@ -27,6 +26,7 @@ from agent.instruments.mapping import escape_raw, qc_reading
 from agent.instruments.status import EquipmentTracker
 from agent.outbox import OutboxError
 from agent.sink import Sink
+from agent.supervisor import ThreadService
 from drivers.ports import AmbiguousPort, PortNotFound, find_port
 from drivers.reading import Reading
 from drivers.registry import DRIVERS
@@ -38,43 +38,24 @@ TRANSPORT_ERRORS = (OSError, PortNotFound, AmbiguousPort)
 RECONNECT_MIN_S = 0.25
 STORE_RETRY_MIN_S = 0.05
 STORE_RETRY_MAX_S = 5.0
-STOP_JOIN_S = 2.0
 
 
-class InstrumentReader:
+class InstrumentReader(ThreadService):
     """Service (start/stop/alive) reading one configured instrument in its own thread."""
 
     def __init__(self, inst: InstrumentConfig, sink: Sink) -> None:
         """Build the driver (no I/O) and its equipment tracker."""
+        super().__init__()
         self.inst, self.sink = inst, sink
+        self.thread_name = f"instrument-{inst.id}"
         # Stores one reading durably; QC sessions wrap it to record the reading in an open session first (and set
         # its session_ref), agent/qc/sessions.py. It raises OutboxError (or a subclass) when it cannot store.
         self.emit = sink.emit
         self.settings = inst.driver_settings()
         self.driver = DRIVERS[inst.driver](self.settings)
         self.tracker = EquipmentTracker(inst.id, self.driver, inst.port)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._outage_since: float | None = None
         self._refused_since: float | None = None
-
-    # ---- service -----------------------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the reader thread."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"instrument-{self.inst.id}", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = STOP_JOIN_S) -> None:
-        """Stop reading and close the port (every wait in the thread watches the stop event)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def alive(self) -> bool:
-        """True while the reader thread runs."""
-        return self._thread is not None and self._thread.is_alive()
 
     # ---- the thread --------------------------------------------------------------------------------------------
     def _run(self) -> None:

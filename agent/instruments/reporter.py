@@ -7,13 +7,13 @@ and a backlog never holds more than the newest sample per device.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from agent.instruments.status import EquipmentBoard
 from agent.outbox import OutboxError
 from agent.payloads.base import new_msg_id
 from agent.sink import Sink
+from agent.supervisor import ThreadService
 
 log = logging.getLogger(__name__)
 
@@ -21,35 +21,24 @@ TICK_S = 0.2  # how soon a change of state (an unplug) shows on the topic
 UNKNOWN_GRACE_S = 5.0  # publish "down" for a device whose reader has not reported at all after this long
 
 
-class EquipmentReporter:
-    """Service (start/stop/alive): one thread watching every tracker of the board."""
+class EquipmentReporter(ThreadService):
+    """Service (start/stop/alive): one thread watching every tracker of the board; stopping publishes the final
+    states (readers stop first: "down", agent stopped) on the way out."""
+
+    thread_name = "equipment-reporter"
 
     def __init__(self, board: EquipmentBoard, sink: Sink, every_s: dict[str, float]) -> None:
         """every_s: device id -> periodic re-publish interval, s."""
+        super().__init__()
         self.board, self.sink, self.every_s = board, sink, every_s
         self._published: dict[str, tuple[str, float]] = {}  # device id -> (state, monotonic time published)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._started = time.monotonic()
         self._failing = False
 
     def start(self) -> None:
         """Start the reporter thread."""
-        self._stop.clear()
         self._started = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="equipment-reporter", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop; the final states (readers stop first: "down", agent stopped) are published on the way out."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def alive(self) -> bool:
-        """True while the thread runs."""
-        return self._thread is not None and self._thread.is_alive()
+        super().start()
 
     def republish(self) -> None:
         """Publish every device's state on the next tick, changed or not (the republish-status command)."""
