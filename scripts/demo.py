@@ -112,6 +112,11 @@ def show(message: Received) -> None:
         detail = f"{data['instrument_id']:<10} {values}" + (f"  flags {data['flags']}" if data["flags"] else "")
     elif kind.startswith("equipment/"):
         detail = f"{data['device_id']:<10} {data['state']} ({data.get('port') or '-'})"
+    elif kind == "health":
+        detail = (f"cpu {data['cpu_percent']:.0f}%  agent rss {data['agent_rss_bytes'] / 2**20:.0f} MB  "
+                  f"outbox {data['outbox_depth']} undelivered  clock {data['clock_sync']}")
+    elif kind == "dose-alert":
+        detail = f"{data['alert']} {data['quantity']} {data['value']:.3g} > {data['level']:.3g} {data['unit']} ({data['rule']})"
     elif kind == "status":
         detail = f"online={data['online']} reason={data['reason']} version={data['version']}"
     else:
@@ -155,7 +160,9 @@ def main() -> int:
     subscriber = Subscriber(port, topic=f"xray/v1/{SITE}/{ROOM}/#", client_id="demo-subscriber")
     subscriber.client.on_message = lambda c, u, msg: show(Received.from_paho(msg))
     subscriber.start()
-    dicom_port = tomllib.loads(config.read_text())["dicom"]["port"]
+    settings = tomllib.loads(config.read_text())
+    dicom_port = settings["dicom"]["port"]
+    print(f"==> QC page: http://127.0.0.1:{settings['web']['port']}/qc   (or: xray-agent qc list --config {config})")
     room = Room(emulators, dicom_port, args.every)
     print(f"==> an exposure every {args.every:g} s: meters measure it, the modality sends its image. Ctrl-C stops.")
     threading.Thread(target=room.run, args=(stop,), daemon=True).start()
