@@ -4,7 +4,27 @@ from __future__ import annotations
 
 import pytest
 
+from agent.outbox import Outbox
+from agent.sink import Sink
+from agent.topics import Topics
 from tests.realparts import AgentProcess, Mosquitto, Subscriber, write_agent_config
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def box(tmp_path):
+    """A started 1 MiB outbox in tmp_path."""
+    outbox = Outbox(tmp_path / "outbox.db", max_bytes=MIB)
+    outbox.start()
+    yield outbox
+    outbox.stop()
+
+
+@pytest.fixture
+def sink(box):
+    """A sink for site "site", room "room" on that outbox."""
+    return Sink(box, Topics("xray/v1", "site", "room"))
 
 
 @pytest.fixture

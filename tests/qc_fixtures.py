@@ -13,26 +13,10 @@ from agent.payloads.exposure import ExposureEvent
 from agent.qc.config import QcConfig
 from agent.qc.sessions import QcSessions
 from agent.qc.store import QcStore
-from agent.sink import Sink
-from agent.topics import Topics
 from drivers.reading import Reading
 
-MIB = 1024 * 1024
 INSTRUMENTS = {"kvp-1": "victoreen_4000m", "dap-1": "ptw_diamentor"}
 T0 = datetime.now(timezone.utc).replace(microsecond=0)
-
-
-@pytest.fixture
-def box(tmp_path):
-    outbox = Outbox(tmp_path / "outbox.db", max_bytes=MIB)
-    outbox.start()
-    yield outbox
-    outbox.stop()
-
-
-@pytest.fixture
-def sink(box):
-    return Sink(box, Topics("xray/v1", "site", "room"))
 
 
 @pytest.fixture

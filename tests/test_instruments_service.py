@@ -18,26 +18,12 @@ from agent.instruments.config import InstrumentConfig
 from agent.instruments.reader import InstrumentReader
 from agent.outbox import OutMessage, Outbox
 from agent.sink import Sink
-from agent.topics import Topics
 from drivers.emulators.ludlum import Ludlum375Emulator
 from drivers.emulators.victoreen import VictoreenEmulator
 from tests.realparts import wait_for
 
 MIB = 1024 * 1024
 FAST = {"read_timeout_s": 0.02}
-
-
-@pytest.fixture
-def box(tmp_path):
-    outbox = Outbox(tmp_path / "outbox.db", max_bytes=MIB)
-    outbox.start()
-    yield outbox
-    outbox.stop()
-
-
-@pytest.fixture
-def sink(box):
-    return Sink(box, Topics("xray/v1", "site", "room"))
 
 
 @pytest.fixture

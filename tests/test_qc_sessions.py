@@ -7,7 +7,7 @@ import pytest
 
 from agent.qc.recording import record_reading
 from agent.qc.sessions import QcError
-from tests.qc_fixtures import box, event, make_qc, published, reading, sink  # noqa: F401 - fixtures
+from tests.qc_fixtures import event, make_qc, published, reading  # noqa: F401 - fixtures
 
 
 def test_a_reading_with_no_open_session_is_published_with_a_null_session_ref(make_qc, sink, box):

@@ -10,7 +10,7 @@ from flask import Flask
 
 from agent.instruments.status import EquipmentBoard
 from agent.web.qc import register_qc
-from tests.qc_fixtures import box, event, make_qc, reading, sink  # noqa: F401 - fixtures and helpers
+from tests.qc_fixtures import event, make_qc, reading  # noqa: F401 - fixtures and helpers
 
 
 @pytest.fixture
