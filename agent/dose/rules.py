@@ -14,12 +14,12 @@ from __future__ import annotations
 import fnmatch
 import re
 from functools import cached_property
-import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from agent.tomlfile import read_toml
 
 GY_CM2_IN_GY_M2 = Decimal("0.0001")  # 1 Gy·cm² = 1e-4 Gy·m²
 RuleId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
@@ -185,12 +185,7 @@ def load_rules(path: Path | None) -> DoseRules:
     """The rules from a TOML file, or the built-in defaults when path is None; ValueError naming file and key."""
     if path is None:
         return DoseRules()
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"cannot read dose rules {path}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"dose rules {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "dose rules")
     try:
         return DoseRules.model_validate(data)
     except ValidationError as exc:

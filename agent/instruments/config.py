@@ -6,13 +6,13 @@ A typo anywhere is a config error that names its key path (`instruments.0.settin
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from agent.tomlfile import read_toml
 from drivers.ports import parse_port_selector
 from drivers.profile import Profile
 from drivers.registry import DRIVERS
@@ -99,12 +99,7 @@ def base_settings(driver: str, profile: Path | None) -> dict[str, Any]:
 
 def read_profile(path: Path) -> dict[str, Any]:
     """A profile file's TOML as a dict; ValueError naming the file and the bad key inside it."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"cannot read profile {path}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"profile {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "profile")
     try:
         Profile.model_validate(data)
     except ValidationError as exc:
