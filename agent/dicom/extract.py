@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydicom import Dataset
 
 from agent.dicom import image, rdsr, units
-from agent.dicom.image import read_text
+from agent.dicom.attributes import read_text
 from agent.payloads.base import Envelope, utc_now
 from agent.payloads.exposure import DoseSummary, ExposureEvent
 from agent.pseudonym import SECRET_MIN_BYTES, make_ref

@@ -1,5 +1,5 @@
-"""Exposure values from image headers (CR, DX, MG, IO, XA, RF; single- and multi-frame), and the tolerant attribute
-readers that rdsr.py and extract.py share. Pure functions of a pydicom Dataset.
+"""Exposure values from image headers (CR, DX, MG, IO, XA, RF; single- and multi-frame). Pure functions of a pydicom
+Dataset; the generic attribute readers live in attributes.py.
 
 `image_exposure` returns the domain values of the one exposure an image records; extract.py adds the context, the
 pseudonymous refs and the envelope. Identifiers (UIDs) are returned in clear only inside `identity`, which the caller
@@ -10,19 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
-from functools import lru_cache
 
 from pydicom import Dataset
 from pydicom import uid as sop
-from pydicom.datadict import dictionary_VR
-from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag, Tag
 
 from agent.dicom import units
-
-TEXT_MAX_CHARS = 128  # longer than any LO/SH value; caps junk from malformed files
-BINARY_VRS = frozenset({"FD", "FL", "US", "UL", "SS", "SL", "SV", "UV"})
+from agent.dicom.attributes import element_value, first_code_meaning, read_items, read_number, read_text
 
 IMAGE_SOP_CLASSES = {  # SOP Class UID -> modality it records
     sop.ComputedRadiographyImageStorage: "CR",
@@ -60,94 +54,6 @@ TECHNIQUE_SOURCES: dict[str, tuple[tuple[str, Converter], ...]] = {
     "deviation_index": (("DeviationIndex", units.signed),),
     "sid_mm": (("DistanceSourceToDetector", units.sid_to_mm),),
 }
-
-
-@lru_cache(maxsize=4096)
-def _tag(key: str | int) -> BaseTag | None:
-    """The tag of a keyword (or of an int tag), converted once: pydicom's keyword-to-tag conversion on every access
-    (twice with `key in ds` then `ds[key]`) was the largest single cost of reading a dose report, which reads about
-    a hundred elements per irradiation event."""
-    try:
-        return Tag(key)
-    except Exception:  # not a keyword pydicom knows: never present
-        return None
-
-
-def element_value(ds: Dataset, key: str | int) -> object:
-    """The converted value of an element (by keyword or tag), or None if absent or unreadable.
-
-    A malformed element (bad charset, wrong length, garbled sequence) is treated as absent so that one broken
-    attribute costs one field, not the whole object.
-    """
-    tag = _tag(key)
-    if tag is None:
-        return None
-    try:
-        return ds[tag].value  # KeyError when absent
-    except Exception:  # pydicom raises many types for malformed values; absence is the honest reading
-        return None
-
-
-def read_text(ds: Dataset, keyword: str) -> str | None:
-    """An element as stripped text (multi-values joined by "\\"), or None if absent, empty or unreadable."""
-    value = element_value(ds, keyword)
-    if value is None or isinstance(value, (bytes, bytearray, Sequence, Dataset)):
-        return None
-    parts = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
-    return clean_text("\\".join(str(part) for part in parts))
-
-
-def clean_text(text: str | None) -> str | None:
-    """Strip padding and control characters, cap the length; None when nothing is left."""
-    kept = "".join(char for char in (text or "") if char.isprintable()).strip()
-    return kept[:TEXT_MAX_CHARS] or None
-
-
-def read_numbers(ds: Dataset, keyword: str) -> list[Decimal]:
-    """All values of a numeric element, parsed from the raw bytes when possible.
-
-    Why raw: pydicom's own conversion of an IS holding "12.5" warns or raises depending on the global
-    reading_validation_mode; parsing the bytes ourselves is tolerant and never touches that shared setting.
-    """
-    try:
-        tag = _tag(keyword)
-        element = ds.get_item(tag) if tag is not None and tag in ds else None
-    except Exception:  # unreadable element: absent
-        return []
-    if element is None:
-        return []
-    value = element.value
-    vr = element.VR if element.VR not in (None, "UN") else dictionary_VR(element.tag)
-    if isinstance(value, (bytes, bytearray)) and vr in BINARY_VRS:
-        value = element_value(ds, keyword)  # binary numbers: let pydicom unpack them
-    return units.to_decimals(value) if value is not None else []
-
-
-def read_number(ds: Dataset, keyword: str) -> Decimal | None:
-    """The first valid value of a numeric element, or None."""
-    numbers = read_numbers(ds, keyword)
-    return numbers[0] if numbers else None
-
-
-def read_items(ds: Dataset, keyword: str) -> list[Dataset]:
-    """The items of a sequence element (empty when absent, empty or not a sequence)."""
-    value = element_value(ds, keyword)
-    if not isinstance(value, Sequence):
-        return []
-    return [item for item in value if isinstance(item, Dataset)]
-
-
-def code_of(item: Dataset) -> tuple[str, str] | None:
-    """(code value, coding scheme designator) of a code item; long and URN code values count too."""
-    value = read_text(item, "CodeValue") or read_text(item, "LongCodeValue") or read_text(item, "URNCodeValue")
-    scheme = read_text(item, "CodingSchemeDesignator")
-    return (value, scheme.upper()) if value and scheme else None
-
-
-def first_code_meaning(ds: Dataset, keyword: str) -> str | None:
-    """Code meaning of the first item of a code sequence (for labels such as body part or view, never for matching)."""
-    items = read_items(ds, keyword)
-    return read_text(items[0], "CodeMeaning") if items else None
 
 
 def _frame_groups(ds: Dataset) -> list[Dataset]:

@@ -18,7 +18,7 @@ from pydicom import Dataset
 from pydicom import uid as sop
 
 from agent.dicom import units
-from agent.dicom.image import code_of, read_items, read_numbers, read_text
+from agent.dicom.attributes import code_of, read_items, read_numbers, read_text
 
 Code = tuple[str, str]
 
