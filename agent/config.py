@@ -19,9 +19,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.dose.config import DoseConfig
-from agent.health.config import CommandsConfig, HealthConfig, WebConfig
+from agent.health.config import MIN_WEB_TOKEN_CHARS, CommandsConfig, HealthConfig, WebConfig
 from agent.instruments.config import InstrumentList
 from agent.qc.config import QcConfig
+from agent.secretfile import SecretFileError, check_secret_file, read_secret_text
 
 # Site and room ids become MQTT topic levels: no '/', '+', '#' or spaces, so a subscriber's wildcard stays meaningful.
 TopicId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -249,6 +250,29 @@ def load_config(path: Path | str) -> Config:
     return cfg.model_copy(update={"source_path": path, "config_hash": hashlib.sha256(data).hexdigest()[:16]})
 
 
+def _web_access_errors(cfg: Config) -> list[str]:
+    """web.bind beyond loopback needs a token; a token must be long enough to withstand guessing."""
+    web = cfg.web
+    if web.token_file is None:
+        if web.enabled and not web.loopback_only:
+            return [f"web.bind = {web.bind} makes the QC page and API reachable from other hosts: set "
+                    "web.token_file (create one with: xray-agent new-token PATH), or bind 127.0.0.1"]
+        return []
+    try:
+        check_secret_file("web.token_file", web.token_file)
+    except SecretFileError:
+        return []  # reported with the other secret files
+    try:
+        token = read_secret_text("web.token_file", web.token_file)
+    except SecretFileError as exc:
+        # Another user's file (check-config run by a person): the agent reads it as its own user and says so there.
+        return [] if exc.denied else [str(exc)]
+    if len(token) < MIN_WEB_TOKEN_CHARS:
+        return [f"web.token_file: {web.token_file} holds {len(token)} characters, fewer than {MIN_WEB_TOKEN_CHARS}; "
+                "make a new one with: xray-agent new-token PATH"]
+    return []
+
+
 def secret_files(cfg: Config) -> dict[str, Path]:
     """The config's secret files by key path."""
     files = {"site.secret_key_file": cfg.site.secret_key_file}
@@ -261,26 +285,20 @@ def secret_files(cfg: Config) -> dict[str, Path]:
     return files
 
 
-def _empty_file(path: Path) -> bool:
-    try:
-        return path.is_file() and not path.read_text(errors="replace").strip()
-    except OSError:
-        return False  # unreadable here (another user's file): the agent will say so when it reads it
-
-
 def check_files(cfg: Config) -> tuple[list[str], list[str]]:
     """Check the files the config names. Returns (errors, warnings) as printable lines."""
     errors, warnings = [], []
     for key, file in secret_files(cfg).items():
         try:
-            mode = file.stat().st_mode
-        except FileNotFoundError:
+            mode = check_secret_file(key, file).st_mode
+        except SecretFileError as exc:
             hint = " (create one with: xray-agent new-secret PATH)" if key == "site.secret_key_file" else ""
-            errors.append(f"{key}: {file} does not exist{hint}")
+            errors.append(f"{exc}{hint}" if "does not exist" in str(exc) else str(exc))
             continue
         if mode & (stat.S_IROTH | stat.S_IWOTH):
             warnings.append(f"{key}: {file} is accessible by other users (mode {stat.S_IMODE(mode):04o}); "
                             f"run: chmod o-rwx {file}")
+    errors += _web_access_errors(cfg)
     for key in ("ca_file", "cert_file"):
         file = getattr(cfg.mqtt, key)
         if file is not None and not file.exists():
@@ -288,13 +306,9 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
     if cfg.dicom.enabled and not cfg.dicom.allowed_calling_aets:
         warnings.append("dicom.allowed_calling_aets is empty: any calling AE title may send objects; "
                         "list the modality's AE title")
-    token = cfg.web.token_file
-    if token is not None and _empty_file(token):
-        errors.append(f"web.token_file: {token} is empty; write a long random token into it "
-                      "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
-    if cfg.web.enabled and not cfg.web.loopback_only and cfg.web.token_file is None:
-        warnings.append(f"web.bind = {cfg.web.bind}: the health endpoints are reachable from other hosts without a "
-                        "token; set web.token_file (or bind 127.0.0.1)")
+    if cfg.web.enabled and not cfg.web.loopback_only and not cfg.web.public_names:
+        warnings.append(f"web.bind = {cfg.web.bind} but web.public_names is empty: browsers and scrapers on other "
+                        "hosts are refused (421) until the names and addresses they use are listed there")
     if cfg.mqtt.ca_file and not cfg.mqtt.tls:
         warnings.append("mqtt.ca_file is set but mqtt.url is mqtt:// (plain text); use mqtts:// to encrypt")
     return errors, warnings

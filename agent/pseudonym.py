@@ -12,6 +12,8 @@ import hmac
 import os
 from pathlib import Path
 
+from agent.secretfile import read_secret_bytes
+
 REF_HEX_CHARS = 32  # 128 bits: collision-free for any realistic number of studies, short enough to read.
 SECRET_MIN_BYTES = 16
 
@@ -24,9 +26,10 @@ def make_ref(secret: bytes, domain: str, value: str) -> str:
     return mac.hexdigest()[:REF_HEX_CHARS]
 
 
-def load_secret(path: Path) -> bytes:
-    """Read a site secret file (raw bytes; surrounding whitespace of a text key is ignored)."""
-    data = Path(path).read_bytes().strip()
+def load_secret(path: Path, key: str = "site.secret_key_file") -> bytes:
+    """Read a site secret file (raw bytes; surrounding whitespace of a text key is ignored); SecretFileError (a
+    ValueError naming `key`) for a file that is not a small regular file."""
+    data = read_secret_bytes(key, path).strip()
     if len(data) < SECRET_MIN_BYTES:
         raise ValueError(f"{path}: site secret too short ({len(data)} bytes, need at least {SECRET_MIN_BYTES})")
     return data

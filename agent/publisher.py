@@ -28,6 +28,7 @@ from agent.config import Config
 from agent.outbox import Outbox, StoredMessage
 from agent.payloads.base import new_msg_id
 from agent.payloads.status import AgentStatus
+from agent.secretfile import read_secret_text
 from agent.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,8 @@ class Publisher:
         self._stop = threading.Event()
         self._status_dirty = threading.Event()
         self._thread: threading.Thread | None = None
-        self._password = cfg.mqtt.password_file.read_text().strip() if cfg.mqtt.password_file else None
+        self._password = (read_secret_text("mqtt.password_file", cfg.mqtt.password_file)
+                          if cfg.mqtt.password_file else None)
         self._outage_started: float | None = None
         self._published_full: bool | None = None  # outbox_full as last published in the status
         self._wake = threading.Event()  # ends a reconnect backoff early (stop, or a flush-outbox command)

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from agent.commands.protocol import Incoming, CommandRequest, refusal, response_topic_refusal
+from agent.commands.protocol import Incoming, CommandRequest, refusal, reply_filters, response_topic_refusal
+from agent.health.config import REPLY_TOPICS_DEFAULT
 from tests.mqtt_requester import Requester
 from tests.realparts import Subscriber, wait_for
 
@@ -86,10 +87,18 @@ def test_unknown_malformed_stale_and_retained_commands_are_refused(broker, reque
 
     stale = requester.request("ping", ts=datetime.now(timezone.utc) - timedelta(minutes=5))
     assert stale["ok"] is False and stale["error"].startswith("stale: sent 300 s ago")
+    ageless = requester.reply(requester.send("ping", raw=b'{"command": "ping"}', expiry_s=None))
+    assert ageless["ok"] is False and ageless["error"].startswith("possibly stale: the request has neither `ts`")
 
     # A requester may not make the agent write on its data topics: no reply, nothing run.
     requester.send("ping", response_topic=f"{BASE}/exposure")
     wait_for(lambda: "is inside the agent's data topics" in agent.log(), 10, "the refusal logged")
+    # Nor on any topic outside commands.reply_topics; a repeated request is logged once.
+    for _ in range(3):
+        requester.send("ping", response_topic="building/fire-alarm/panel")
+    wait_for(lambda: "matches none of commands.reply_topics" in agent.log(), 10, "the reply-topic refusal logged")
+    time.sleep(0.5)
+    assert agent.log().count("'building/fire-alarm/panel' matches none") == 1
     assert "command 'shell' run" not in agent.log() and agent.log().count("command 'ping' run") == 1
 
     # A retained command reaches the connected agent once, as any command; the copy the broker keeps is never sent
@@ -131,16 +140,28 @@ def test_refusal_rules():
     def incoming(ts=None, expires_at=None, retained=False):
         return Incoming(CommandRequest(command="ping", ts=ts), None, "r", b"c", retained, expires_at)
 
-    assert refusal(incoming(), 60, now, wall) is None
+    assert refusal(incoming(), 60, now, wall).startswith("possibly stale")  # neither ts nor expiry: age unknown
+    assert refusal(incoming(ts=wall - timedelta(seconds=5)), 60, now, wall) is None
     assert refusal(incoming(expires_at=now - 0.1), 60, now, wall).startswith("expired")
     assert refusal(incoming(expires_at=now + 5), 60, now, wall) is None
     assert refusal(incoming(ts=wall - timedelta(seconds=61)), 60, now, wall).startswith("stale")
     assert refusal(incoming(ts=wall + timedelta(seconds=61)), 60, now, wall).startswith("ts is 61 s in the future")
     assert refusal(incoming(retained=True), 60, now, wall).startswith("retained")
     base = "xray/v1/s/r"
-    assert response_topic_refusal("replies/abc", "xray/v1", base) is None
-    assert response_topic_refusal(f"{base}/cmd/response/abc", "xray/v1", base) is None
-    assert "inside" in response_topic_refusal(f"{base}/cmd", "xray/v1", base)  # would loop back as a command
-    assert "inside" in response_topic_refusal("xray/v1/s/other-room/status", "xray/v1", base)
-    assert "wildcard" in response_topic_refusal("replies/#", "xray/v1", base)
-    assert "no response topic" in response_topic_refusal(None, "xray/v1", base)
+    filters = reply_filters(REPLY_TOPICS_DEFAULT, "xray/v1", "s", "r")
+    assert filters == (f"{base}/cmd/reply/#", "replies/#")
+
+    def refused(topic, allowed=filters):
+        return response_topic_refusal(topic, allowed, "xray/v1", base)
+
+    assert refused("replies/abc") is None and refused("replies/a/b/c") is None
+    assert refused(f"{base}/cmd/reply/abc") is None
+    assert "matches none" in refused(f"{base}/cmd/response/abc")
+    assert refused("replies") is None  # '#' also matches the parent level (MQTT 5 section 4.7.1.2)
+    assert "matches none" in refused("elsewhere/replies/abc") and "matches none" in refused("Replies/abc")
+    assert "inside" in refused(f"{base}/cmd")  # would loop back as a command
+    assert "inside" in refused("xray/v1/s/other-room/status")
+    assert "inside" in refused("xray/v1/s/r/exposure", ("#",))  # whatever the filters, never on data topics
+    assert "broker topic" in refused("$SYS/broker/x", ("#",))
+    assert "wildcard" in refused("replies/#")
+    assert "no response topic" in refused(None)

@@ -5,8 +5,10 @@ published with MQTT 5 properties ResponseTopic (required), CorrelationData (echo
 (recommended). Reply: `xray.cmd-reply/1` (agent.payloads.command) on the ResponseTopic.
 
 A request does not run when it is retained (it would run again on every reconnect), when its message expiry lapsed
-while it waited in the agent, when its `ts` is older than commands.max_age_s, or when its response topic lies inside
-the agent's data topics (a reply must never land on an exposure or status topic).
+while it waited in the agent, when its `ts` is older than commands.max_age_s, when it has neither `ts` nor a message
+expiry (its age cannot be known: possibly stale), or when its response topic matches none of commands.reply_topics
+or lies inside the agent's data topics (a reply must never land on an exposure or status topic, nor on any topic a
+requester picks: the agent's broker credentials would publish there).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from paho.mqtt.client import topic_matches_sub
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -89,6 +92,9 @@ def refusal(incoming: Incoming, max_age_s: float, now: float | None = None,
     if incoming.expires_at is not None and now > incoming.expires_at:
         return "expired: its message expiry interval ran out before it could run"
     ts = incoming.request.ts
+    if ts is None and incoming.expires_at is None:
+        return ("possibly stale: the request has neither `ts` nor a message expiry interval, so its age is unknown; "
+                "send one of them")
     if ts is not None:
         ts = ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
         age_s = ((wall or datetime.now(timezone.utc)) - ts).total_seconds()
@@ -99,16 +105,26 @@ def refusal(incoming: Incoming, max_age_s: float, now: float | None = None,
     return None
 
 
-def response_topic_refusal(topic: str | None, prefix: str, base: str) -> str | None:
-    """Why the agent must not publish a reply on `topic`, or None. Inside `{prefix}/` only `{base}/cmd/...` is
-    allowed, so a request cannot make the agent write on its own (or another room's) data topics."""
+def reply_filters(patterns: list[str] | tuple[str, ...], prefix: str, site: str, room: str) -> tuple[str, ...]:
+    """commands.reply_topics with {prefix}, {site} and {room} filled in: the MQTT topic filters replies may go to."""
+    return tuple(p.format(prefix=prefix, site=site, room=room) for p in patterns)
+
+
+def response_topic_refusal(topic: str | None, filters: tuple[str, ...], prefix: str, base: str) -> str | None:
+    """Why the agent must not publish a reply on `topic`, or None. The topic must match one of `filters` (MQTT
+    wildcard matching, MQTT 5 section 4.7), and inside `{prefix}/` only `{base}/cmd/...` is ever allowed, so a
+    request cannot make the agent write on its own (or another room's) data topics whatever the filters say."""
     if not topic:
         return "no response topic (MQTT 5 ResponseTopic): nowhere to answer"
     if "+" in topic or "#" in topic:
         return f"response topic {topic!r} has a wildcard"
+    if topic.startswith("$"):  # $SYS/...: broker topics, never matched by a wildcard (MQTT 5 section 4.7.2)
+        return f"response topic {topic!r} is a broker topic"
     if (topic == prefix or topic.startswith(prefix + "/")) and not topic.startswith(base + "/cmd/"):
         return (f"response topic {topic!r} is inside the agent's data topics; use one outside {prefix}/ or under "
                 f"{base}/cmd/")
+    if not any(topic_matches_sub(f, topic) for f in filters):
+        return f"response topic {topic!r} matches none of commands.reply_topics ({', '.join(filters)})"
     return None
 
 

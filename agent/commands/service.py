@@ -13,13 +13,15 @@ import threading
 import time
 
 from agent.commands.handlers import COMMANDS, CommandContext, CommandError
-from agent.commands.protocol import Incoming, parse, refusal, reply_properties, response_topic_refusal
+from agent.commands.protocol import (Incoming, parse, refusal, reply_filters, reply_properties,
+                                     response_topic_refusal)
 from agent.payloads.base import new_msg_id
 from agent.payloads.command import CommandReply
 
 log = logging.getLogger(__name__)
 
 QUEUE_MAX = 16
+LOGGED_TOPICS_MAX = 64  # refused response topics remembered so each is logged once, not once per request
 ALLOWED = ", ".join(COMMANDS)
 
 
@@ -33,6 +35,9 @@ class CommandService:
         self.topics = view.publisher.topics
         self.topic = f"{self.topics.base}/cmd"
         self.max_age_s = view.cfg.commands.max_age_s
+        cfg = view.cfg
+        self.reply_filters = reply_filters(cfg.commands.reply_topics, self.topics.prefix, cfg.site.id, cfg.site.room)
+        self._refused_topics: set[str | None] = set()
         self._queue: queue.Queue[Incoming | None] = queue.Queue(QUEUE_MAX)
         self._thread: threading.Thread | None = None
         # A retained command would run again on every reconnect: the broker is asked not to send it at all.
@@ -62,9 +67,13 @@ class CommandService:
     def on_message(self, msg) -> None:
         """paho's thread: parse, refuse what cannot be answered, queue the rest."""
         incoming = parse(msg.payload, getattr(msg, "properties", None), bool(msg.retain), time.monotonic())
-        topic_problem = response_topic_refusal(incoming.response_topic, self.topics.prefix, self.topics.base)
+        topic_problem = response_topic_refusal(incoming.response_topic, self.reply_filters, self.topics.prefix,
+                                               self.topics.base)
         if topic_problem:
-            log.warning("command %r not run: %s", incoming.command, topic_problem)
+            # Nowhere allowed to answer: not run, and logged once per topic (a flood must not flood the journal).
+            if incoming.response_topic not in self._refused_topics and len(self._refused_topics) < LOGGED_TOPICS_MAX:
+                self._refused_topics.add(incoming.response_topic)
+                log.warning("command %r not run: %s (logged once per topic)", incoming.command, topic_problem)
             return
         try:
             self._queue.put_nowait(incoming)

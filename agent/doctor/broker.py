@@ -15,6 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.config import Config
 from agent.doctor.report import Result, fail, ok, warn
 from agent.publisher import describe_connect_error
+from agent.secretfile import read_secret_text
 
 TIMEOUT_S = 5.0
 EXPIRY_WARN_DAYS = 30
@@ -84,7 +85,7 @@ def check_mqtt(cfg: Config) -> Result:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{cfg.client_id}-doctor",
                          protocol=mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311)
     if m.username:
-        client.username_pw_set(m.username, m.password_file.read_text().strip() if m.password_file else None)
+        client.username_pw_set(m.username, read_secret_text("mqtt.password_file", m.password_file) if m.password_file else None)
     if m.tls:
         client.tls_set_context(tls_context(cfg))
     answered, outcome = threading.Event(), {}
