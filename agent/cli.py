@@ -154,6 +154,19 @@ def cmd_new_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_token(args: argparse.Namespace) -> int:
+    from agent.web.credential import new_token_file
+
+    try:
+        new_token_file(args.path)
+    except FileExistsError:
+        print(f"{args.path} exists; not overwriting a room token (browsers and scrapers use it)", file=sys.stderr)
+        return 1
+    print(f"wrote a new room access token to {args.path} (mode 0600); set web.token_file to it, and let the agent's "
+          f"group read it: chown root:xray-agent {args.path} && chmod 0640 {args.path}")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check this machine's wiring for the agent; one line per check."""
     from agent.doctor import run_doctor
@@ -201,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("new-secret", help="create a per-site secret key file for pseudonymous references")
     p.add_argument("path", type=Path)
     p.set_defaults(func=cmd_new_secret)
+
+    p = sub.add_parser("new-token", help="create a room access token file for the web page and API (web.token_file)")
+    p.add_argument("path", type=Path)
+    p.set_defaults(func=cmd_new_token)
 
     add_qc_commands(sub, DEFAULT_CONFIG)
     return parser

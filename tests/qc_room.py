@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import load_config
+from agent.web.credential import read_cli_token
 from drivers.emulators.diamentor import DiamentorEmulator
 from drivers.emulators.victoreen import VictoreenEmulator
 from tests import dicom_factory as factory
@@ -77,9 +79,14 @@ class QcRoom:
 
     # ---- the agent's interfaces --------------------------------------------------------------------------------------
     def api(self, path: str, body: dict | None = None) -> dict:
-        """GET (or POST a JSON body to) the agent's API."""
+        """GET (or POST a JSON body to) the agent's API, as a script on the room PC: with the local CLI credential
+        the agent wrote (writes without a credential must come from the page, with its CSRF token)."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.web + path, data=data, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        token = read_cli_token(load_config(self.agent.config))
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(self.web + path, data=data, headers=headers)
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 

@@ -22,6 +22,7 @@ from agent.instruments.reporter import EquipmentReporter
 from agent.instruments.status import EquipmentBoard
 from agent.outbox import Outbox
 from agent.publisher import Publisher
+from agent.secretfile import read_secret_text
 from agent.sink import Sink
 from agent.supervisor import Supervisor
 
@@ -78,9 +79,13 @@ def add_endpoints(ops: Operations, intakes: list[tuple[str, object]]) -> None:
         supervisor.every_tick(watch.tick)
     if cfg.web.enabled:
         from agent.web import WebService, create_app  # flask only when the web server runs
+        from agent.web.credential import cli_token_path, write_cli_token
 
-        token = cfg.web.token_file.read_text().strip() if cfg.web.token_file else None
-        ops.web = view.web = WebService(create_app(view, token), cfg.web.bind, cfg.web.port)
+        w = cfg.web
+        token = read_secret_text("web.token_file", w.token_file) if w.token_file else None
+        app = create_app(view, token, write_cli_token(cli_token_path(cfg)), w.public_names, w.max_body_bytes)
+        ops.web = view.web = WebService(app, w.bind, w.port, w.max_connections, w.request_timeout_s,
+                                        w.max_body_bytes)
         supervisor.add("web", ops.web)
     notifier = Notifier()
     if notifier.enabled:

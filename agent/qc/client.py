@@ -9,6 +9,8 @@ import urllib.request
 from typing import Any
 
 from agent.config import Config
+from agent.secretfile import SecretFileError, read_secret_text
+from agent.web.credential import cli_token_path, read_cli_token
 
 TIMEOUT_S = 10.0
 
@@ -36,6 +38,7 @@ class QcClient:
         self.where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.base = f"http://{self.where}"
         self.token = _read_token(cfg)
+        self.credential = cli_token_path(cfg)
 
     def get(self, path: str) -> Any:
         """GET path, the decoded JSON answer."""
@@ -54,29 +57,33 @@ class QcClient:
             with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
                 return json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
-            raise ClientError(_http_error(exc, self.where)) from None
+            raise ClientError(_http_error(exc, self.where, self.credential)) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ClientError(f"agent not running on {self.where} ({reason}) — start it with `xray-agent run` "
                               "(or `systemctl start xray-agent`), or check web.bind/web.port in the config") from None
 
 
-def _http_error(exc: urllib.error.HTTPError, where: str) -> str:
+def _http_error(exc: urllib.error.HTTPError, where: str, credential) -> str:
     try:
         message = json.loads(exc.read()).get("error")
     except (ValueError, AttributeError, OSError):
         message = None
     if exc.code == 404 and message is None:
         return f"the agent on {where} has no QC API (an older version?): update and restart it"
-    if exc.code == 401:
-        return f"the agent on {where} wants its access token: make web.token_file readable to you ({message})"
+    if exc.code in (401, 403):
+        return (f"the agent on {where} refused the request ({message}): run this as root or as a member of the "
+                f"agent's group, which may read its local credential {credential} (or web.token_file)")
     return message or f"the agent answered {exc.code} {exc.reason}"
 
 
 def _read_token(cfg: Config) -> str | None:
-    if cfg.web.token_file is None:
-        return None
-    try:
-        return cfg.web.token_file.read_text().strip() or None
-    except OSError:
-        return None  # not needed from this machine unless the agent binds a non-local address; a 401 says so
+    """The local CLI credential the running agent wrote, else the room token; None when neither is readable (reads
+    still work from this machine, writes are then refused with a message saying why)."""
+    token = read_cli_token(cfg)
+    if token is None and cfg.web.token_file is not None:
+        try:
+            token = read_secret_text("web.token_file", cfg.web.token_file) or None
+        except SecretFileError:
+            token = None
+    return token

@@ -1,48 +1,34 @@
-"""The Flask app: health endpoints and Prometheus metrics, with an optional per-room access token.
+"""The Flask app: health endpoints and Prometheus metrics, the sign-in form, and the access rules of agent.web.access
+(Host check, room token or session for other hosts, same-origin and CSRF checks on writes).
 
-The token (web.token_file) is asked of every request that does not come from this machine: local probes, `doctor`
-and a browser on the room PC need none. Later pages register as blueprints and find the view in
-`app.extensions["xray_agent"]`.
+Local probes, `doctor` and a browser on the room PC need no token. Later pages register as blueprints and find the
+view in `app.extensions["xray_agent"]`.
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
-
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent import __version__
 from agent.health.checks import liveness, readiness
 from agent.health.view import AgentView
+from agent.web.access import Access
+from agent.web.login import register_login
 from agent.web.metrics import metrics_registry
 
 
-def _local(address: str | None) -> bool:
-    try:
-        return address is not None and ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
-def _authorised(header: str | None, token: str) -> bool:
-    scheme, _, given = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
-
-
-def create_app(view: AgentView, token: str | None = None) -> Flask:
-    """The app for one agent; token None: no token asked (the server should then bind loopback only)."""
+def create_app(view: AgentView, token: str | None = None, cli_token: str | None = None,
+               public_names: list[str] | tuple[str, ...] = (), max_body_bytes: int | None = None) -> Flask:
+    """The app for one agent. token: the room token (None: only the room PC may use it); cli_token: the local CLI
+    credential; public_names: the names other hosts reach the server by (web.public_names)."""
     app = Flask("xray_agent")
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes  # waitress bounds it too; this covers any other server
     app.extensions["xray_agent"] = view
     registry = metrics_registry(view)
-
-    @app.before_request
-    def _check_token():
-        if token and not _local(request.remote_addr) and not _authorised(request.headers.get("Authorization"), token):
-            return jsonify(error="missing or wrong access token: send 'Authorization: Bearer TOKEN' with the "
-                                 "contents of web.token_file"), 401
-        return None
+    access = Access(token, cli_token, public_names)
+    registry.register(access.collector())
+    register_login(app, access)
 
     @app.get("/livez")
     def livez():

@@ -6,7 +6,8 @@ import logging
 import threading
 
 from waitress import wasyncore
-from waitress.server import create_server
+
+from agent.web.bounded import create_bounded_server
 
 log = logging.getLogger(__name__)
 
@@ -17,16 +18,19 @@ STOP_JOIN_S = 3.0
 class WebService:
     """Binds in start() (so a port in use fails the start, loudly) and serves until stop()."""
 
-    def __init__(self, app, bind: str, port: int) -> None:
-        """app: a WSGI app (agent.web.create_app)."""
+    def __init__(self, app, bind: str, port: int, max_connections: int = 64, request_timeout_s: int = 10,
+                 max_body_bytes: int = 65536) -> None:
+        """app: a WSGI app (agent.web.create_app); the bounds as in [web] (agent.web.bounded)."""
         self.app, self.bind, self.port = app, bind, port
+        self.limits = {"max_connections": max_connections, "request_timeout_s": request_timeout_s,
+                       "max_body_bytes": max_body_bytes}
         self._server = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Bind the socket and serve in a thread."""
-        self._server = create_server(self.app, host=self.bind, port=self.port, threads=THREADS,
-                                     ident="xray-agent", clear_untrusted_proxy_headers=True)
+        self._server = create_bounded_server(self.app, host=self.bind, port=self.port, threads=THREADS,
+                                             **self.limits)
         self.port = int(self._server.effective_port)
         self._thread = threading.Thread(target=self._serve, args=(self._server,), name="web", daemon=True)
         self._thread.start()

@@ -9,6 +9,8 @@ const SOURCES = {dicom: "from DICOM", manual: "typed in", corrected: "corrected"
 const state = {ref: null, session: null, sessionKey: "", choicesKey: "", editing: null};
 
 const $ = (id) => document.getElementById(id);
+// Every write carries the page's CSRF token (the server refuses writes without it, from the room PC too).
+const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -23,8 +25,9 @@ function el(tag, attrs = {}, ...children) {
 
 async function api(path, body) {
   const options = body === undefined ? {} :
-    {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)};
+    {method: "POST", headers: {"Content-Type": "application/json", "X-CSRF-Token": CSRF}, body: JSON.stringify(body)};
   const response = await fetch(path, options);
+  if (response.status === 401) { location.href = `/login?next=${encodeURIComponent(location.pathname)}`; }
   const data = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
   return data;
