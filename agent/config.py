@@ -267,6 +267,8 @@ def _web_access_errors(cfg: Config) -> list[str]:
     except SecretFileError as exc:
         # Another user's file (check-config run by a person): the agent reads it as its own user and says so there.
         return [] if exc.denied else [str(exc)]
+    if not token:
+        return [f"web.token_file: {web.token_file} is empty; make a token with: xray-agent new-token PATH"]
     if len(token) < MIN_WEB_TOKEN_CHARS:
         return [f"web.token_file: {web.token_file} holds {len(token)} characters, fewer than {MIN_WEB_TOKEN_CHARS}; "
                 "make a new one with: xray-agent new-token PATH"]

@@ -152,13 +152,15 @@ def test_token_asked_of_other_hosts_only(broker, agent_factory, tmp_path):
     if address.startswith("127."):
         pytest.skip("this machine has no non-loopback IPv4 address to reach the server from 'another host'")
     token_file = tmp_path / "web.token"
-    token_file.write_text("s3cret-room-token\n")
+    room_token = "s3cret-room-token-" + "x" * 20
+    token_file.write_text(room_token + "\n")
     token_file.chmod(0o600)
     port = free_port()
-    agent = agent_factory(broker.port, web={"bind": "0.0.0.0", "port": port, "token_file": str(token_file)})
+    agent = agent_factory(broker.port, web={"bind": "0.0.0.0", "port": port, "token_file": str(token_file),
+                                            "public_names": [address]})
     wait_for(lambda: http(f"http://127.0.0.1:{port}/livez")[0] == 200, 15, "local /livez without a token")
     status, body = http(f"http://{address}:{port}/livez")
     assert status == 401 and "Authorization: Bearer" in json.loads(body)["error"]
     assert http(f"http://{address}:{port}/livez", headers={"Authorization": "Bearer wrong"})[0] == 401
-    assert http(f"http://{address}:{port}/metrics", headers={"Authorization": "Bearer s3cret-room-token"})[0] == 200
+    assert http(f"http://{address}:{port}/metrics", headers={"Authorization": f"Bearer {room_token}"})[0] == 200
     assert agent.terminate() == 0

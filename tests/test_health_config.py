@@ -46,5 +46,6 @@ def test_token_file_checks(tmp_path):
     assert cfg.web.token_file == tmp_path / "web.token"  # relative to the config file
     errors, _ = check_files(cfg)
     assert errors and errors[0].startswith("web.token_file:") and "is empty" in errors[0]
-    _, warnings = check_files(load_config(write(tmp_path, '[web]\nbind = "0.0.0.0"\n')))
-    assert any("reachable from other hosts without a token" in w for w in warnings)
+    # Beyond loopback without a token is an error now, not a warning (xray-agent check-config exits 2).
+    errors, _ = check_files(load_config(write(tmp_path, '[web]\nbind = "0.0.0.0"\n')))
+    assert any(e.startswith("web.bind = 0.0.0.0 makes the QC page and API reachable from other hosts") for e in errors)
