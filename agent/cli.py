@@ -104,7 +104,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.config:
         cfg = _load_or_exit(args.config)
         site, room, zone, age_sex = cfg.site.id, cfg.site.room, cfg.site.timezone, cfg.dicom.include_age_sex
-        secret = load_secret(cfg.site.secret_key_file)
+        try:
+            secret = load_secret(cfg.site.secret_key_file)
+        except ValueError as exc:  # SecretFileError or a too short secret: the message names the key
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     else:
         site, room, zone, age_sex, secret = "local", "local", args.timezone, True, throwaway_secret()
         print("no --config: using a throwaway key, so study_ref/event_ref differ from the agent's", file=sys.stderr)

@@ -28,7 +28,7 @@ from agent.config import Config
 from agent.outbox import Outbox, StoredMessage
 from agent.payloads.base import new_msg_id
 from agent.payloads.status import AgentStatus
-from agent.secretfile import read_secret_text
+from agent.secretfile import check_secret_file, read_secret_text
 from agent.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,8 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self._password = (read_secret_text("mqtt.password_file", cfg.mqtt.password_file)
                           if cfg.mqtt.password_file else None)
+        if cfg.mqtt.key_file:  # ssl reads the key by path at each connect; checked once here like the other secrets
+            check_secret_file("mqtt.key_file", cfg.mqtt.key_file)
         self._outage_started: float | None = None
         self._published_full: bool | None = None  # outbox_full as last published in the status
         self._wake = threading.Event()  # ends a reconnect backoff early (stop, or a flush-outbox command)

@@ -16,6 +16,7 @@ from agent.doctor.access import ServiceUser, can_access, describe_node, reachabl
 from agent.doctor.report import Result, fail, ok, warn
 from agent.health.clock import clock_state
 from agent.health.host import existing_parent
+from agent.secretfile import SecretFileError, check_secret_file
 
 # Device groups the unit's DevicePolicy=closed lets through (systemd/xray-agent.service, DeviceAllow=char-...).
 UNIT_DEVICE_GROUPS = ("ttyUSB", "ttyACM", "ttyS", "ttyAMA")
@@ -28,9 +29,14 @@ def check_secrets(cfg: Config, user: ServiceUser) -> list[Result]:
     results = []
     for key, path in secret_files(cfg).items():
         name = f"secret {key}"
-        if not path.is_file():
-            hint = f"xray-agent new-secret {path}" if key == "site.secret_key_file" else f"create {path}"
-            results.append(fail(name, f"{path} does not exist", hint))
+        try:
+            check_secret_file(key, path)
+        except SecretFileError as exc:
+            missing = not os.path.lexists(path)
+            hint = ({"site.secret_key_file": f"xray-agent new-secret {path}",
+                     "web.token_file": f"xray-agent new-token {path}"}.get(key, f"create {path}") if missing
+                    else f"point {key} at a regular file of at most 4 KiB holding the secret")
+            results.append(fail(name, str(exc).removeprefix(f"{key}: "), hint))
             continue
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o007:
