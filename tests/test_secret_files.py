@@ -111,3 +111,19 @@ def test_new_token_then_check_config_exit_codes(tmp_path):
     config = write_config(tmp_path, '[web]\ntoken_file = "/dev/zero"\n')
     refused = cli("check-config", str(config))
     assert refused.returncode == 2 and "error: web.token_file: /dev/zero is not a regular file" in refused.stderr
+
+
+def test_the_cli_credential_is_group_readable_whatever_the_umask_and_changes_at_each_write(tmp_path):
+    from agent.web.credential import cli_token_path, read_cli_token, write_cli_token
+
+    cfg = load_config(write_config(tmp_path, f'[outbox]\npath = "{tmp_path / "state" / "outbox.db"}"\n'))
+    assert read_cli_token(cfg) is None  # no agent has run: no credential
+    old = os.umask(0o077)
+    try:
+        first = write_cli_token(cli_token_path(cfg))
+    finally:
+        os.umask(old)
+    path = tmp_path / "state" / "web-cli.token"
+    assert cli_token_path(cfg) == path and stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert read_cli_token(cfg) == first and len(first) >= 32
+    assert write_cli_token(path) != first and [p.name for p in path.parent.iterdir()] == ["web-cli.token"]
