@@ -1,4 +1,5 @@
-"""The room token file (`xray-agent new-token`) and the local CLI credential: a random token the agent writes at each start for `xray-agent qc ...` on the room PC.
+"""The room token file (`xray-agent new-token`) and the local CLI credential: a random token the agent writes at
+each start for `xray-agent qc ...` on the room PC.
 
 It lets the CLI send `Authorization: Bearer` without anyone typing the room token. The file is next to the outbox
 (the state folder, 0750 under the systemd unit), mode 0640: readable by the service user and the members of its group

@@ -1,9 +1,9 @@
 """The QC page and its JSON API (/qc, /api/qc/...), a blueprint on the agent's web app.
 
 The page is static HTML + one script that polls the API every second; the CLI (`xray-agent qc ...`) uses the same
-API. Writes are POSTs with a JSON body: a browser sends those cross-origin only after a CORS preflight, which this
-app never grants, so another web page open on the room PC cannot start or finish sessions behind the technologist.
-The app's token check (agent/web/app.py) applies here too.
+API. Writes are POSTs with a JSON body, and the app's access rules (agent/web/access.py: Host check, sign-in, same
+origin and the page's CSRF token on every browser write) apply here too, so another web page open on the room PC
+cannot start or finish sessions behind the technologist.
 """
 
 from __future__ import annotations
