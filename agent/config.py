@@ -308,7 +308,7 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
     if cfg.dicom.enabled and not cfg.dicom.allowed_calling_aets:
         warnings.append("dicom.allowed_calling_aets is empty: any calling AE title may send objects; "
                         "list the modality's AE title")
-    if cfg.web.enabled and not cfg.web.loopback_only and not cfg.web.public_names:
+    if cfg.web.enabled and ipaddress.ip_address(cfg.web.bind).is_unspecified and not cfg.web.public_names:
         warnings.append(f"web.bind = {cfg.web.bind} but web.public_names is empty: browsers and scrapers on other "
                         "hosts are refused (421) until the names and addresses they use are listed there")
     if cfg.mqtt.ca_file and not cfg.mqtt.tls:

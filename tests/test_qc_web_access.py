@@ -169,6 +169,8 @@ def test_rebinding_and_cross_origin_posts_are_refused_and_the_cli_still_works(br
     assert "cross-origin write refused" in browser.find_element("tag name", "body").text  # the form's answer
     assert room.api("/api/qc/sessions")["sessions"] == []
     assert metric(agent, "xray_agent_web_refused_total", reason="host") >= 3
+    log = agent.log()
+    assert log.count("web request refused (host, 421)") == 1 and log.count("web request refused (origin, 403)") == 1
 
     # The biomed's CLI on the room PC: no token typed, it uses the agent's local credential.
     started = room.cli("start", "--test", "reproducibility", "--instrument", "kvp-1", "--operator", "CL")

@@ -89,6 +89,9 @@ def test_web_token_length_and_bind_rules(tmp_path):
     assert any("web.public_names is empty" in w for w in warnings)
     assert check_files(load_config(write_config(
         tmp_path, f'[web]\nbind = "0.0.0.0"\ntoken_file = "{token}"\npublic_names = ["xr-03.lan"]\n'))) == ([], [])
+    # A specific bind address is a name the server is reached by; 0.0.0.0 is not.
+    specific = load_config(write_config(tmp_path, f'[web]\nbind = "10.1.2.3"\ntoken_file = "{token}"\n'))
+    assert check_files(specific) == ([], []) and specific.web.reachable_names == ["10.1.2.3"]
 
 
 def cli(*args):

@@ -38,8 +38,9 @@ class WebConfig(_Section):
                                     "characters; xray-agent new-token PATH makes one). Other hosts sign in with it "
                                     "on the page, or send 'Authorization: Bearer TOKEN'.")
     public_names: list[str] = Field(default_factory=list, description="Host names and addresses other hosts use to "
-                                    "reach the server (e.g. [\"xr-03.hospital.lan\", \"10.1.2.3\"]); requests "
-                                    "naming any other host than these or loopback are refused (421).")
+                                    "reach the server (e.g. [\"xr-03.hospital.lan\", \"10.1.2.3\"]; a specific "
+                                    "bind address counts too); requests naming any other host than these or "
+                                    "loopback are refused (421).")
     max_connections: int = Field(64, ge=4, le=1000, description="Open connections at most; past it the oldest idle "
                                  "or unfinished one is closed so a new one (a probe) still gets in.")
     request_timeout_s: int = Field(10, ge=1, le=300, description="A request must arrive complete within this, and "
@@ -63,6 +64,14 @@ class WebConfig(_Section):
             if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[?[0-9A-Fa-f:.]+\]?", value):
                 raise ValueError(f"{value!r} is not a host name or IP address (no scheme, port or path)")
         return [v.lower().strip("[]").rstrip(".") for v in values]
+
+    @property
+    def reachable_names(self) -> list[str]:
+        """public_names, plus the bind address when it is one specific address (an address cannot be re-pointed by
+        DNS rebinding)."""
+        ip = ipaddress.ip_address(self.bind)
+        extra = [] if ip.is_unspecified or ip.is_loopback or str(ip) in self.public_names else [str(ip)]
+        return [*self.public_names, *extra]
 
     @property
     def loopback_only(self) -> bool:

@@ -83,7 +83,7 @@ def add_endpoints(ops: Operations, intakes: list[tuple[str, object]]) -> None:
 
         w = cfg.web
         token = read_secret_text("web.token_file", w.token_file) if w.token_file else None
-        app = create_app(view, token, write_cli_token(cli_token_path(cfg)), w.public_names, w.max_body_bytes)
+        app = create_app(view, token, write_cli_token(cli_token_path(cfg)), w.reachable_names, w.max_body_bytes)
         ops.web = view.web = WebService(app, w.bind, w.port, w.max_connections, w.request_timeout_s,
                                         w.max_body_bytes)
         supervisor.add("web", ops.web)

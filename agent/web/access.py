@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import secrets
 import threading
 import time
@@ -33,6 +34,8 @@ from urllib.parse import urlsplit
 from flask import Response, g, jsonify, redirect, request
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "xray_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -146,6 +149,10 @@ class Access:
 
     def _refuse(self, reason: str, status: int, message: str):
         self.refused[reason] += 1
+        if self.refused[reason] == 1:  # the first of each kind is logged; all are counted in /metrics
+            log.warning("web request refused (%s, %d): %s %s from %s; further refusals are only counted "
+                        "(xray_agent_web_refused_total)", reason, status, request.method, request.path,
+                        request.remote_addr)
         return jsonify(error=message), status
 
     # ---- origin and CSRF ---------------------------------------------------------------------------------------------
