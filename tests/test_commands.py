@@ -6,6 +6,8 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.commands.protocol import Incoming, CommandRequest, refusal, reply_filters, response_topic_refusal
 from agent.health.config import REPLY_TOPICS_DEFAULT
@@ -165,3 +167,18 @@ def test_refusal_rules():
     assert "broker topic" in refused("$SYS/broker/x", ("#",))
     assert "wildcard" in refused("replies/#")
     assert "no response topic" in refused(None)
+
+
+LEVEL = st.sampled_from(["xray", "v1", "s", "r", "cmd", "reply", "replies", "status", "exposure", "x", "$SYS", ""])
+
+
+@settings(max_examples=300, deadline=None)
+@given(levels=st.lists(LEVEL, min_size=1, max_size=7))
+def test_a_reply_goes_only_where_the_filters_say_and_never_on_data_topics(levels):
+    topic, prefix, base = "/".join(levels), "xray/v1", "xray/v1/s/r"
+    filters = reply_filters(REPLY_TOPICS_DEFAULT, prefix, "s", "r")
+    problem = response_topic_refusal(topic, filters, prefix, base)
+    if problem is None:
+        assert topic == f"{base}/cmd/reply" or topic.startswith(f"{base}/cmd/reply/") or levels[0] == "replies"
+    if topic == prefix or (topic.startswith(prefix + "/") and not topic.startswith(base + "/cmd/")):
+        assert response_topic_refusal(topic, ("#",), prefix, base) is not None  # whatever the filters say

@@ -159,3 +159,20 @@ def test_without_a_room_token_other_hosts_are_refused_and_bodies_are_bounded(app
     big = app.test_client().post("/api/thing", base_url=LOCAL, data=b"x" * 5000, headers={
         "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
     assert big.status_code == 413
+
+
+# ---- properties --------------------------------------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(labels=st.lists(LABEL, min_size=1, max_size=4), port=st.sampled_from([PORT, 80, 8081]))
+def test_any_other_name_is_refused_before_anything_runs(labels, port):
+    name = ".".join(labels)
+    app = create_app(view(), TOKEN, CLI_TOKEN, ["xr-03.lan"])
+    answer = app.test_client().get("/livez", base_url=LOCAL, headers={"Host": f"{name}:{port}"})
+    allowed = name in ("localhost", "xr-03.lan") and port == PORT
+    assert (answer.status_code == 421) is not allowed, (name, port)
