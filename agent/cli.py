@@ -99,13 +99,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from agent.dicom.extract import ExtractContext, ExtractionError, extract
     from agent.payloads.base import utc_now
+    from agent.privacy.config import PrivacyConfig
+    from agent.privacy.policy import coarsen_times
     from agent.pseudonym import load_secret, throwaway_secret
 
     if args.config:
         cfg = _load_or_exit(args.config)
         site, room, zone, age_sex = cfg.site.id, cfg.site.room, cfg.site.timezone, cfg.dicom.include_age_sex
-        secret = load_secret(cfg.site.secret_key_file)
+        secret, privacy = load_secret(cfg.site.secret_key_file), cfg.privacy
     else:
+        privacy = PrivacyConfig()
         site, room, zone, age_sex, secret = "local", "local", args.timezone, True, throwaway_secret()
         print("no --config: using a throwaway key, so study_ref/event_ref differ from the agent's", file=sys.stderr)
     files = events = failed = 0
@@ -114,8 +117,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         try:
             ds = dcmread(path, force=True)
             ctx = ExtractContext(site=site, room=room, secret=secret, timezone=zone, include_age_sex=age_sex,
-                                 received_at=utc_now())
-            payloads = extract(ds, ctx).payloads()
+                                 received_at=utc_now(), free_text=privacy.text_policy())
+            payloads = [coarsen_times(p, privacy.time_resolution) for p in extract(ds, ctx).payloads()]
         except ExtractionError as exc:
             failed += 1
             print(f"{path}: cannot interpret: {exc.reason}", file=sys.stderr)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agent.dose.config import DoseConfig
 from agent.health.config import CommandsConfig, HealthConfig, WebConfig
 from agent.instruments.config import InstrumentList
+from agent.privacy.config import PrivacyConfig
 from agent.qc.config import QcConfig
 
 # Site and room ids become MQTT topic levels: no '/', '+', '#' or spaces, so a subscriber's wildcard stays meaningful.
@@ -162,6 +163,7 @@ class Config(Section):
     outbox: OutboxConfig = OutboxConfig()
     dicom: DicomConfig = DicomConfig()
     dose: DoseConfig = DoseConfig()  # dose monitoring; the rules live in their own file (agent/dose/rules.py)
+    privacy: PrivacyConfig = PrivacyConfig()  # free-text screening and time resolution of published values
     logging: LoggingConfig = LoggingConfig()
     health: HealthConfig = HealthConfig()
     web: WebConfig = WebConfig()
@@ -295,6 +297,7 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
     if cfg.web.enabled and not cfg.web.loopback_only and cfg.web.token_file is None:
         warnings.append(f"web.bind = {cfg.web.bind}: the health endpoints are reachable from other hosts without a "
                         "token; set web.token_file (or bind 127.0.0.1)")
+    warnings += cfg.privacy.warnings()
     if cfg.mqtt.ca_file and not cfg.mqtt.tls:
         warnings.append("mqtt.ca_file is set but mqtt.url is mqtt:// (plain text); use mqtts:// to encrypt")
     return errors, warnings

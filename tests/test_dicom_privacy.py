@@ -5,6 +5,7 @@ from pydicom import Dataset
 from pydicom import uid as sop
 
 from agent.dicom import extract
+from agent.privacy.policy import TextPolicy
 from agent.pseudonym import make_ref
 from tests.dicom_factory import (
     Patient, acquisition_event, fluoro_event, identifying_values, make_context, make_cr, make_dx, make_dx_pair,
@@ -54,8 +55,9 @@ def test_the_scan_sees_every_planted_value():
 
 
 def test_the_scan_catches_a_leak():
-    # A protocol name typed with the patient's name must be reported: proves the scan can fail.
-    assert PATIENT.name in leaks(make_dx(patient=PATIENT, protocol=PATIENT.name))
+    # A protocol name typed with the patient's name, published verbatim, must be reported: proves the scan can fail.
+    verbatim = make_context(free_text=TextPolicy("verbatim"))
+    assert PATIENT.name in leaks(make_dx(patient=PATIENT, protocol=PATIENT.name), verbatim)
 
 
 def test_age_and_sex_can_be_switched_off():
