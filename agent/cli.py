@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from agent.config import Config, ConfigError, check_files, load_config
 from agent.qc.cli import add_qc_commands
 
 DEFAULT_CONFIG = Path("/etc/xray-agent/agent.toml")
+PRIVATE_UMASK = 0o077  # the running agent's files: its user only
 EXIT_CONFIG = 2  # a config the agent cannot use: fix the file, do not restart in a loop (systemd RestartPreventExitStatus)
 
 
@@ -50,6 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in errors:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_CONFIG
+    os.umask(PRIVATE_UMASK)  # whatever else the agent writes is its own too (state files set their modes anyway)
     build_agent(cfg).run()
     return 0
 
