@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from agent.dicom.folder import file_ref
 from tests import dicom_factory as factory
 from tests.realparts import wait_for
 
@@ -36,7 +37,9 @@ def test_folder_files_become_events_once_and_are_moved(broker, subscriber, agent
              "processed files moved")
     kvps = sorted(e.json()["kvp"] for e in subscriber.snapshot("/exposure"))
     assert 72 in kvps, "the slowly written file must be read whole, not half"
-    assert "folder junk.dcm" in agent.log() and "Cannot Understand" in agent.log()
+    secret = (agent.config.parent / "site.key").read_bytes().strip()
+    assert f"file {file_ref(secret, 'junk.dcm')[:12]} in {export}" in agent.log() and "Cannot Understand" in agent.log()
+    assert "junk" not in agent.log() and "slow" not in agent.log(), "exported file names are not logged"
     assert list((agent.config.parent / "quarantine").glob("*.dcm")), "junk kept for inspection"
 
     # Restart: nothing in the folder is handled twice, a new file is handled.
