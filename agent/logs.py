@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from agent.privacy.redact import ThirdPartyValues
+from agent.privacy import redact
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -15,8 +15,7 @@ def setup_logging(level: str = "INFO") -> None:
     fmt = "%(levelname)s %(name)s: %(message)s" if under_journal else "%(asctime)s %(levelname)s %(name)s: %(message)s"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(fmt))
-    handler.addFilter(ThirdPartyValues())  # pydicom's warnings quote the malformed value (a UID, a name)
-    logging.captureWarnings(True)  # warnings.warn (pydicom's validation) through the same handler and filter
+    redact.install()  # pydicom's warnings (also as warnings.warn) quote the malformed value: a UID, a name
     root = logging.getLogger()
     root.handlers[:] = [handler]
     set_level(level)

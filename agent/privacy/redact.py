@@ -26,17 +26,53 @@ def redact(text: str) -> str:
     return VALUES.sub(REDACTED, text)
 
 
+def _redact_record(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a malformed record: keep only its format string
+        message = str(record.msg)
+    record.msg, record.args = redact(message), None
+    if record.exc_info:  # an exception's text may quote the value too: keep its type only
+        kind = record.exc_info[0]
+        record.msg += f" ({kind.__name__}: {REDACTED})" if kind else ""
+        record.exc_info, record.exc_text = None, None
+
+
+def third_party(name: str) -> bool:
+    return name.startswith(THIRD_PARTY_LOGGERS)
+
+
 class ThirdPartyValues(logging.Filter):
-    """Rewrites records of THIRD_PARTY_LOGGERS (and their children) with their values redacted; never drops one."""
+    """A filter form of the redaction, for a handler that receives records made before install()."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.startswith(THIRD_PARTY_LOGGERS):
-            try:
-                message = record.getMessage()
-            except Exception:  # noqa: BLE001 - a malformed record: keep only its format string
-                message = str(record.msg)
-            record.msg, record.args = redact(message), None
-            if record.exc_info:  # an exception's text may quote the value too: keep its type only
-                record.exc_text = f"{record.exc_info[0].__name__}: {REDACTED}" if record.exc_info[0] else None
-                record.exc_info = None
+        if third_party(record.name):
+            _redact_record(record)
         return True
+
+
+def install() -> None:
+    """Redact third-party records where they are made (a log record factory), so every handler (the journal, a
+    test's capture, one added later) sees them redacted; route Python warnings through logging. Idempotent."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacting", False):
+        return
+
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if third_party(record.name):
+            _redact_record(record)
+        return record
+
+    factory.redacting = True  # type: ignore[attr-defined]
+    factory.previous = previous  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+    logging.captureWarnings(True)
+
+
+def uninstall() -> None:
+    """Undo install() (tests)."""
+    current = logging.getLogRecordFactory()
+    if getattr(current, "redacting", False):
+        logging.setLogRecordFactory(current.previous)
+        logging.captureWarnings(False)
