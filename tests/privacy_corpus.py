@@ -33,22 +33,25 @@ EQUIPMENT = {"station_name": "XR3 ZEBEDEE", "manufacturer": "ACME Zebedee", "mod
              "device_serial": "SN-42 INS-5532-KLM"}
 
 
-def corpus() -> dict[str, Dataset]:
-    """Name -> object, each planted; the first alerts (deviation index +3.5) so dose alerts carry its labels too."""
+def corpus(when: str = "20240105101530") -> dict[str, Dataset]:
+    """Name -> object, each planted, acquired at `when` (DICOM DT, local); the first two alert (deviation index > +3)
+    so dose alerts carry their labels too."""
+    at = {"acquisition_dt": when}
     typed = make_dx(patient=PATIENT, protocol="Thorax PA Zebedee 7Q4471150", body_part="CHEST MARGUERITE",
-                    view="PA QUIXOTICA", deviation_index="3.5", **EQUIPMENT)
+                    view="PA QUIXOTICA", deviation_index="3.5", **at, **EQUIPMENT)
     _set_raw(typed, "IrradiationEventUID", BAD_UID.encode())
-    coded = make_dx(patient=PATIENT, protocol=None, body_part=None, view=None, deviation_index="3.8",
+    coded = make_dx(patient=PATIENT, protocol=None, body_part=None, view=None, deviation_index="3.8", **at,
                     extra={"AnatomicRegionSequence": [_local("Chest of Zebedee")],
                            "ViewCodeSequence": [_local("PA 17.03.1958")],
                            "PerformedProtocolCodeSequence": [_local("Thorax PID-7Q4471150")]}, **EQUIPMENT)
     series = make_dx(patient=PATIENT, protocol=None, extra={"SeriesDescription": "Knee Quixotica 1958-03-17 Technovska"},
-                     **EQUIPMENT)
-    event = DoseEvent(protocol="Abdomen AP Zebedee ACC-88123-XZ",
+                     **at, **EQUIPMENT)
+    event = DoseEvent(protocol="Abdomen AP Zebedee ACC-88123-XZ", started=when,
                       target_region=("99T1", "99LOCAL", "Abdomen Marguerite"),
                       view=("99V1", "99LOCAL", "AP 7Q4471150 Drumbleford"))
-    report = make_rdsr([event, acquisition_event(protocol="Pelvis 19580317"),
-                        fluoro_event(protocol="Fluoro Quixotica")], patient=PATIENT, station_name="DR Zebedee",
+    report = make_rdsr([event, acquisition_event(protocol="Pelvis 19580317", started=when),
+                        fluoro_event(protocol="Fluoro Quixotica", started=when)], patient=PATIENT,
+                       irradiation_start=when, irradiation_end=when, station_name="DR Zebedee",
                        manufacturer="ACME Zebedee", model="AngioMaster PID-7Q4471150",
                        device_serial="SN-42 ACC-88123-XZ")
     return {"typed": typed, "coded": coded, "series": series, "report": report}

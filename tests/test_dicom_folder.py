@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import stat
 import time
 
 import pytest
+import sqlite_utils
 
-from agent.dicom.folder import file_ref
+from agent.config import FolderIntakeConfig
+from agent.dicom.folder import FolderWatcher, file_ref
+from agent.dicom.intake import DicomIntake
+from agent.dicom.statuses import SUCCESS
 from tests import dicom_factory as factory
 from tests.realparts import wait_for
 
@@ -66,3 +71,28 @@ def test_keep_mode_handles_each_file_once_across_restarts(broker, subscriber, ag
     assert (export / "a.dcm").exists()
     assert len(subscriber.snapshot("/exposure")) == 1
     assert "stored" not in agent.log().split("watching")[-1], "the kept file must not be processed again"
+
+
+def test_state_of_an_earlier_agent_keeps_its_files_handled_without_their_names(sink, tmp_path):
+    # folder-intake.db of an earlier agent keyed files by their path in clear (an exported name carries the patient's).
+    export, state = tmp_path / "export", tmp_path / "state" / "folder-intake.db"
+    (export / "ZEBEDEE^QUIXOTICA").mkdir(parents=True)
+    kept = export / "ZEBEDEE^QUIXOTICA" / "PID-7Q4471150.dcm"
+    kept.write_bytes(factory.to_bytes(factory.make_dx()))
+    st = kept.stat()
+    state.parent.mkdir()
+    legacy = sqlite_utils.Database(state)
+    legacy["handled"].insert({"path": str(kept), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                              "handled_at": time.time(), "status": SUCCESS}, pk="path")
+    legacy.close()
+
+    cfg = FolderIntakeConfig(path=export, settle_s=0, after="keep")
+    watcher = FolderWatcher(cfg, DicomIntake(sink, factory.TEST_SECRET), state)
+    db = watcher.open_state()
+    watcher.scan(db)
+    assert watcher.intake.counters.received == 0, "the file handled before the upgrade is not read again"
+    db.close()
+    for path in state.parent.iterdir():
+        data = path.read_bytes()
+        assert b"ZEBEDEE" not in data and b"7Q4471150" not in data, path.name
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600

@@ -3,6 +3,12 @@ fields, not in free text typed at the modality, and no payload field carries tex
 
 import json
 import logging
+import shutil
+import stat
+import subprocess
+import tomllib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from pydicom import Dataset
@@ -18,8 +24,10 @@ from agent.schemas import render_schemas
 from agent.pseudonym import make_ref
 from tests.dicom_factory import (
     Patient, acquisition_event, fluoro_event, identifying_values, make_context, make_cr, make_dx, make_dx_pair,
-    TEST_SECRET, make_mg, make_rdsr, make_rf, make_xa, roundtrip,
+    TEST_SECRET, make_mg, make_rdsr, make_rf, make_xa, roundtrip, to_bytes,
 )
+from tests.mqtt_requester import Requester
+from tests.realparts import wait_for
 from tests.privacy_corpus import corpus, leaks_in, planted_values
 
 CTX = make_context()
@@ -257,3 +265,110 @@ def test_every_text_field_of_every_payload_is_classified(filename):
     for path, kind in classified.items():
         if kind == SCREENED:
             assert path.rsplit(".", 1)[-1] in FREE_TEXT_FIELDS, f"{filename}: {path} is not screened by the policy"
+
+
+# --- end to end: C-STORE (dcmtk's storescu) and the watched folder, a real broker and subscriber -------------------
+
+STORESCU = shutil.which("storescu")
+MODALITY_AET, AGENT_AET = "DR_ROOM3", "XRAYAGENT"
+EXPORT_NAME = "ZEBEDEE^QUIXOTICA PID-7Q4471150"  # exporters name folders and files after the patient
+
+
+def _private_modes(workdir: Path, own: set[str]) -> list[str]:
+    """State files and folders the agent made that are not 0600 / 0700 (the folder itself is the test's)."""
+    wrong = []
+    for path in workdir.rglob("*"):
+        if path.name in own:
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != (0o700 if path.is_dir() else 0o600):
+            wrong.append(f"{path.relative_to(workdir.parent)} {mode:04o}")
+    return wrong
+
+
+def _state_leaks(workdir: Path, values: set[str]) -> dict[str, list[str]]:
+    """Planted values in the bytes of every file in the state folder (SQLite files and their -wal/-shm included),
+    except the quarantined and retained copies of the objects themselves."""
+    found = {}
+    for path in workdir.rglob("*"):
+        if not path.is_file() or (path.suffix == ".dcm" and path.parent.name in ("quarantine", "retained")):
+            continue
+        leaks = leaks_in(path.read_bytes(), values)
+        if leaks:
+            found[str(path.relative_to(workdir))] = leaks
+    return found
+
+
+@pytest.mark.integration
+def test_privacy_corpus_end_to_end(broker, subscriber, agent_factory, tmp_path):
+    if STORESCU is None:
+        pytest.fail("dcmtk's storescu is not installed; scripts/test.sh installs it (apt-get install dcmtk)")
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    export = tmp_path / "export"
+    export.mkdir()
+    workdir = tmp_path / "agent"
+    agent = agent_factory(
+        broker.port, workdir,
+        dicom={"ae_title": AGENT_AET, "allowed_calling_aets": [MODALITY_AET], "retain_raw_dir": str(workdir /
+               "retained")},
+        **{"dicom.folder": {"path": str(export), "settle_s": 0.3, "poll_s": 0.2}},
+        dose={"summary_at": (now - timedelta(hours=3)).strftime("%H:%M")})
+    wait_for(lambda: "DICOM listener" in agent.log() and "watching" in agent.log(), 20, "intakes up")
+    port = tomllib.loads(agent.config.read_text())["dicom"]["port"]
+
+    # The corpus twice: over C-STORE, and (new UIDs, so new events) through the watched folder, named after the
+    # patient, with an unreadable file of the same name that goes to quarantine.
+    sent = corpus(now.strftime("%Y%m%d%H%M%S"))
+    by_folder = corpus(now.strftime("%Y%m%d%H%M%S"))
+    files = tmp_path / "send"
+    files.mkdir()
+    for name, ds in sent.items():
+        (files / f"{name}.dcm").write_bytes(to_bytes(ds))
+    result = subprocess.run([STORESCU, "-aet", MODALITY_AET, "-aec", AGENT_AET, "127.0.0.1", str(port),
+                             *sorted(map(str, files.glob("*.dcm")))], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (export / EXPORT_NAME).mkdir()
+    for name, ds in by_folder.items():
+        (export / EXPORT_NAME / f"{EXPORT_NAME} {name}.dcm").write_bytes(to_bytes(ds))
+    (export / f"{EXPORT_NAME} junk.dcm").write_bytes(b"not a dicom file " + PATIENT.name.encode())
+
+    # Per corpus three images and a report of three events; the "typed" image carries a fixed (malformed)
+    # Irradiation Event UID, so its second copy is the same exposure and counted once.
+    events = 2 * (3 + 3) - 1
+    wait_for(lambda: len(subscriber.snapshot("/exposure")) >= events, 30, f"{events} exposure events")
+    wait_for(lambda: len(subscriber.snapshot("/dose-summary")) >= 2, 10, "both dose summaries")
+    wait_for(lambda: len(subscriber.snapshot("/dose-alert")) >= 3, 10, "the deviation-index alerts")
+    wait_for(lambda: list((workdir / "quarantine").glob("*.dcm")), 10, "the unreadable file quarantined")
+    wait_for(lambda: not list(export.rglob("*.dcm")), 10, "the folder emptied")
+    requester = Requester(broker.port, "xray/v1/test-site/xr-01").start()
+    try:
+        summary = wait_for(lambda: _answered(requester, "dose-summary"), 15, "the dose-summary reply")
+    finally:
+        requester.stop()
+    wait_for(lambda: subscriber.snapshot("/summary"), 10, "the summary published")
+    protocols = {p["protocol"] for p in summary["result"]["summary"]["protocols"]}
+    assert {"Thorax PA", "Thorax", "Knee", "Abdomen AP", "Pelvis", "Fluoro"} <= protocols, protocols
+
+    values = planted_values([*sent.values(), *by_folder.values()]) | {EXPORT_NAME}
+    messages = subscriber.snapshot()
+    assert {m.topic.rsplit("/", 1)[-1] for m in messages} >= {"exposure", "dose-summary", "dose-alert", "summary"}
+    assert [(m.topic, leaks_in(m.payload, values)) for m in messages if leaks_in(m.payload, values)] == []
+    screened = [w for m in subscriber.snapshot("/exposure") for w in m.json()["warnings"]]
+    assert {w["field"] for w in screened} >= {"protocol", "body_part", "view", "station_name"}
+
+    assert agent.terminate() == 0
+    log = agent.log()
+    assert "free text screened in" in log and "Invalid value for VR UI: …" in log
+    assert leaks_in(log, values) == [], "the journal carries no patient data"
+    assert _state_leaks(workdir, values) == {}
+    assert list((workdir / "retained").glob("*.dcm")), "retained copies kept (they are the objects themselves)"
+    assert _private_modes(workdir, own={"agent.toml", "site.key", "agent.log"}) == []
+
+
+def _answered(requester: Requester, command: str) -> dict | None:
+    """The first request may race the agent's SUBSCRIBE right after it connects: send again until answered."""
+    try:
+        reply = requester.reply(requester.send(command), timeout=1)
+    except AssertionError:
+        return None
+    return reply if reply.get("ok") else None
