@@ -44,8 +44,8 @@ def corpus(when: str = "20240105101530") -> dict[str, Dataset]:
                     extra={"AnatomicRegionSequence": [_local("Chest of Zebedee")],
                            "ViewCodeSequence": [_local("PA 17.03.1958")],
                            "PerformedProtocolCodeSequence": [_local("Thorax PID-7Q4471150")]}, **EQUIPMENT)
-    series = make_dx(patient=PATIENT, protocol=None, extra={"SeriesDescription": "Knee Quixotica 1958-03-17 Technovska"},
-                     **at, **EQUIPMENT)
+    series = make_dx(patient=PATIENT, protocol=None, **at, **EQUIPMENT,
+                     extra={"SeriesDescription": "Knee Quixotica 1958-03-17 Technovska"})
     event = DoseEvent(protocol="Abdomen AP Zebedee ACC-88123-XZ", started=when,
                       target_region=("99T1", "99LOCAL", "Abdomen Marguerite"),
                       view=("99V1", "99LOCAL", "AP 7Q4471150 Drumbleford"))
