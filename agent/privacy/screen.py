@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 CONTAINS_MIN_CHARS = 4  # components this long are removed inside longer tokens too
@@ -52,6 +52,8 @@ NUMBER_RUN = re.compile(rf"\d{{{NUMBER_RUN_MIN_DIGITS},}}")
 
 def fold(text: str) -> str:
     """Case- and accent-insensitive form of `text` (NFKD, combining marks dropped, casefolded)."""
+    if text.isascii():
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()
 
@@ -61,6 +63,14 @@ class Identifiers:
     """The components of one object's patient identifiers, folded; build with `Identifiers.of`."""
 
     components: frozenset[str] = frozenset()
+    # Derived once, for the token checks: components long enough to match inside a token, and those with digits.
+    _long: tuple[str, ...] = field(init=False, repr=False, compare=False, default=())
+    _numbered: tuple[str, ...] = field(init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_long", tuple(c for c in self.components if len(c) >= CONTAINS_MIN_CHARS))
+        # components are runs of letters and digits: one that is not all letters has a digit
+        object.__setattr__(self, "_numbered", tuple(c for c in self.components if not c.isalpha()))
 
     @classmethod
     def of(cls, values: Iterable[str | None], birth_dates: Iterable[str | None] = ()) -> "Identifiers":
@@ -103,14 +113,10 @@ class Screened:
 
 def _identifying(token: str, ids: Identifiers) -> bool:
     folded = fold(token)
-    has_digit = any(char.isdigit() for char in folded)
-    for component in ids.components:
-        if folded == component or (len(component) >= CONTAINS_MIN_CHARS and component in folded):
-            return True
-        if (has_digit and len(folded) >= FRAGMENT_MIN_CHARS and folded in component
-                and any(char.isdigit() for char in component)):
-            return True
-    return False
+    if folded in ids.components or any(component in folded for component in ids._long):
+        return True
+    return (len(folded) >= FRAGMENT_MIN_CHARS and not folded.isalpha()  # a token has letters and digits only
+            and any(folded in component for component in ids._numbered))
 
 
 def _tidy(text: str) -> str | None:
