@@ -182,6 +182,8 @@ def redacting():
 @pytest.mark.filterwarnings("ignore:Invalid value for VR")
 def test_intake_counts_screened_values_coarsens_times_and_logs_no_text(sink, box, caplog, redacting):
     intake = DicomIntake(sink, TEST_SECRET, timezone="Europe/Berlin", time_resolution="hour")
+    observed = []
+    intake.observers.append(observed.extend)
     caplog.set_level(logging.DEBUG)
     ds = corpus()["typed"]
     assert intake.handle(roundtrip(ds), lambda: b"", "MODALITY@127.0.0.1") == SUCCESS
@@ -194,6 +196,8 @@ def test_intake_counts_screened_values_coarsens_times_and_logs_no_text(sink, box
     event = next(m for m in stored if m["schema"] == "xray.exposure/1")
     assert event["acquired_at"] == "2024-01-05T10:00:00+01:00"  # 10:15:30.25 local, to the hour
     assert event["received_at"].endswith(":00:00Z") and event["ts"].endswith(":00:00Z")
+    exact = next(p for p in observed if isinstance(p, ExposureEvent))  # QC matches readings by the exact time
+    assert exact.acquired_at.isoformat() == "2024-01-05T10:15:30.250000+01:00"
 
 
 # --- a new payload field carrying text must be classified -------------------------------------------------------

@@ -6,7 +6,8 @@ Cannot Understand for an object that cannot be interpreted (a copy goes to the q
 
 Privacy: free text is screened in extraction (ExtractContext.free_text); the values screened are counted and logged
 by field name only. Published times are coarsened to privacy.time_resolution after the dose monitor has used the
-exact ones (repeat windows), so stored and published payloads carry only the coarse times.
+exact ones (repeat windows), so the outbox and the broker see only the coarse times; observers (QC sessions, which
+match meter readings to exposures by time) get the exact ones.
 """
 
 from __future__ import annotations
@@ -94,16 +95,15 @@ class DicomIntake:
         self._count_screened(payloads, origin)
         if payloads and self.derive is not None:
             payloads = self.derive(payloads)
-        payloads = [coarsen_times(payload, self.time_resolution) for payload in payloads]
         if payloads:
             try:
-                inserted = self.sink.emit(*payloads)
+                inserted = self.sink.emit(*(coarsen_times(p, self.time_resolution) for p in payloads))
             except OutboxError as exc:
                 return self._refuse(exc, origin)
             new = sum(inserted)
             self.counters.add(events_stored=new, events_duplicate=len(inserted) - new)
             log.info("stored %d new event(s) (%d already known) from %s", new, len(inserted) - new, origin)
-            self._notify(payloads)
+            self._notify(payloads)  # exact times: QC matches meter readings to exposures by time
         else:
             self.counters.add(no_exposure=1)
             log.debug("object from %s records no projection exposure; acknowledged", origin)
