@@ -376,3 +376,13 @@ def _answered(requester: Requester, command: str) -> dict | None:
     except AssertionError:
         return None
     return reply if reply.get("ok") else None
+
+
+def test_identifiers_come_from_every_identifying_attribute():
+    other, request = Dataset(), Dataset()
+    other.PatientID, request.AccessionNumber = "OTHX-4471", "REQX-5566"
+    ds = make_dx(patient=PATIENT, extra={"OtherPatientIDsSequence": [other], "RequestAttributesSequence": [request],
+                                         "OtherPatientNames": "Aliasova^Petra", "PatientBirthName": "Oldnamer",
+                                         "PatientMotherBirthName": "Mumford"},
+                 protocol="Knee OTHX-4471 REQX-5566 Aliasova Petra Oldnamer Mumford Alicja Bartholomew")
+    assert extract(ds, CTX).events[0].protocol == "Knee"
