@@ -109,11 +109,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.config:
         cfg = _load_or_exit(args.config)
         site, room, zone, age_sex = cfg.site.id, cfg.site.room, cfg.site.timezone, cfg.dicom.include_age_sex
-        secret, privacy = load_secret(cfg.site.secret_key_file), cfg.privacy
+        secret = load_secret(cfg.site.secret_key_file)
     else:
-        privacy = PrivacyConfig()
         site, room, zone, age_sex, secret = "local", "local", args.timezone, True, throwaway_secret()
         print("no --config: using a throwaway key, so study_ref/event_ref differ from the agent's", file=sys.stderr)
+    privacy = cfg.privacy if args.config else PrivacyConfig()
     files = events = failed = 0
     for path in _ingest_files(args.paths):
         files += 1

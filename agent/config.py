@@ -287,6 +287,7 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
         file = getattr(cfg.mqtt, key)
         if file is not None and not file.exists():
             errors.append(f"mqtt.{key}: {file} does not exist")
+    warnings += cfg.privacy.warnings()
     if cfg.dicom.enabled and not cfg.dicom.allowed_calling_aets:
         warnings.append("dicom.allowed_calling_aets is empty: any calling AE title may send objects; "
                         "list the modality's AE title")
@@ -297,7 +298,6 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
     if cfg.web.enabled and not cfg.web.loopback_only and cfg.web.token_file is None:
         warnings.append(f"web.bind = {cfg.web.bind}: the health endpoints are reachable from other hosts without a "
                         "token; set web.token_file (or bind 127.0.0.1)")
-    warnings += cfg.privacy.warnings()
     if cfg.mqtt.ca_file and not cfg.mqtt.tls:
         warnings.append("mqtt.ca_file is set but mqtt.url is mqtt:// (plain text); use mqtts:// to encrypt")
     return errors, warnings
