@@ -278,12 +278,18 @@ MODALITY_AET, AGENT_AET = "DR_ROOM3", "XRAYAGENT"
 EXPORT_NAME = "ZEBEDEE^QUIXOTICA PID-7Q4471150"  # exporters name folders and files after the patient
 
 
-def _private_modes(workdir: Path, own: set[str]) -> list[str]:
-    """State files and folders the agent made that are not 0600 / 0700 (the folder itself is the test's)."""
+STATE_FILES = ("outbox.db", "dose.db", "qc.db", "folder-intake.db")  # and their -wal, -shm, -journal
+OBJECT_FOLDERS = ("quarantine", "retained")
+
+
+def _private_modes(workdir: Path) -> list[str]:
+    """The state files (with their SQLite side files) and object folders (with their files) that are not 0600 /
+    0700; fails when one of them is missing, so the check cannot pass by looking at nothing."""
+    state = [p for p in workdir.iterdir() if p.name.startswith(STATE_FILES)]
+    folders = [workdir / name for name in OBJECT_FOLDERS]
+    assert {p.name for p in state} >= set(STATE_FILES) and all(f.is_dir() for f in folders)
     wrong = []
-    for path in workdir.rglob("*"):
-        if path.name in own:
-            continue
+    for path in [*state, *folders, *(p for f in folders for p in f.iterdir())]:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode != (0o700 if path.is_dir() else 0o600):
             wrong.append(f"{path.relative_to(workdir.parent)} {mode:04o}")
@@ -366,7 +372,7 @@ def test_privacy_corpus_end_to_end(broker, subscriber, agent_factory, tmp_path):
     assert leaks_in(log, values) == [], "the journal carries no patient data"
     assert _state_leaks(workdir, values) == {}
     assert list((workdir / "retained").glob("*.dcm")), "retained copies kept (they are the objects themselves)"
-    assert _private_modes(workdir, own={"agent.toml", "site.key", "agent.log"}) == []
+    assert _private_modes(workdir) == []
 
 
 def _answered(requester: Requester, command: str) -> dict | None:
