@@ -27,6 +27,7 @@ from tests.dicom_factory import (
     TEST_SECRET, make_mg, make_rdsr, make_rf, make_xa, roundtrip, to_bytes,
 )
 from tests.mqtt_requester import Requester
+from tests.test_health_agent import metric
 from tests.realparts import wait_for
 from tests.privacy_corpus import corpus, leaks_in, planted_values
 
@@ -363,9 +364,12 @@ def test_privacy_corpus_end_to_end(broker, subscriber, agent_factory, tmp_path):
     messages = subscriber.snapshot()
     assert {m.topic.rsplit("/", 1)[-1] for m in messages} >= {"exposure", "dose-summary", "dose-alert", "summary"}
     assert [(m.topic, leaks_in(m.payload, values)) for m in messages if leaks_in(m.payload, values)] == []
-    screened = [w for m in subscriber.snapshot("/exposure") for w in m.json()["warnings"]]
-    assert {w["field"] for w in screened} >= {"protocol", "body_part", "view", "station_name"}
+    screened_warnings = [w for m in subscriber.snapshot("/exposure") for w in m.json()["warnings"]]
+    assert {w["field"] for w in screened_warnings} >= {"protocol", "body_part", "view", "station_name"}
 
+    # every screened value is counted (the exposure warnings alone are a lower bound: duplicates add counts)
+    screened = metric(agent, "xray_dicom_values_screened_total")
+    assert screened is not None and screened >= len(screened_warnings), screened
     assert agent.terminate() == 0
     log = agent.log()
     assert "free text screened in" in log and "Invalid value for VR UI: …" in log
