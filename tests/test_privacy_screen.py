@@ -13,6 +13,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from agent.privacy import redact as redact_module
 from agent.privacy.files import private_dir, private_file, private_sqlite, write_private
 from agent.privacy.policy import OTHER, TextPolicy, coarsen
 from agent.privacy.redact import ThirdPartyValues, redact
@@ -235,3 +236,21 @@ def test_third_party_log_values_are_redacted():
     ThirdPartyValues().filter(own)
     assert own.getMessage() == "stored 2 new event(s) from 'AE'", "the agent's own messages pass unchanged"
     assert redact("UID 1.2.3.4 and 123456") == "UID … and …"
+
+
+EXPORTED_FILE = "/nonexistent/ZEBEDEE^QUIXOTICA/PID-7Q4471150.dcm"
+
+
+def test_exception_messages_in_the_log_are_redacted_frames_kept(caplog):
+    exported = EXPORTED_FILE  # the traceback's source line shows the name, not the value
+    redact_module.install()
+    try:
+        try:
+            open(exported)  # noqa: SIM115 - the error message names the file
+        except OSError:
+            logging.getLogger("agent.dicom.folder").exception("cannot handle a file")
+    finally:
+        redact_module.uninstall()
+    assert "cannot handle a file" in caplog.text and "FileNotFoundError" in caplog.text
+    assert "Traceback (most recent call last)" in caplog.text and "open(exported)" in caplog.text
+    assert "ZEBEDEE" not in caplog.text and "7Q4471150" not in caplog.text

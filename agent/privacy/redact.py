@@ -1,10 +1,12 @@
-"""A logging filter that drops the values third-party libraries put into their messages.
+"""Redaction of the values that library messages and exception texts quote, before they reach the journal.
 
 pydicom warns about malformed values by quoting them ("Invalid value for VR UI: '1.2.840.xyz'", a person name, a
 date), pynetdicom may name elements, and Python warnings (logging.captureWarnings routes them to "py.warnings")
 carry the same texts. Such a value can be a UID or a patient's name, so in records of these loggers quoted text, UIDs,
 long numbers and dates are replaced by "…"; the message's wording stays, so the problem is still recognisable.
-The agent's own messages are written not to carry values and pass unchanged.
+The agent's own messages are written not to carry values and pass unchanged, but an exception logged with its
+traceback (any logger) has its message lines redacted the same way: an OSError names the exported file, a parsing
+error quotes its input. The traceback's frames and source lines stay.
 """
 
 from __future__ import annotations
@@ -26,16 +28,30 @@ def redact(text: str) -> str:
     return VALUES.sub(REDACTED, text)
 
 
+def redact_traceback(text: str) -> str:
+    """A formatted traceback with the exception message lines redacted (frames and source lines kept)."""
+    kept = []
+    for line in text.splitlines():
+        frame = line.startswith((" ", "Traceback (most recent call last)", "During handling of the above",
+                                 "The above exception was the direct cause"))
+        kept.append(line if frame else redact(line))
+    return "\n".join(kept)
+
+
+def _redact_exception(record: logging.LogRecord) -> None:
+    if record.exc_info and not record.exc_text:
+        record.exc_text = redact_traceback(_FORMATTER.formatException(record.exc_info))
+
+
 def _redact_record(record: logging.LogRecord) -> None:
     try:
         message = record.getMessage()
     except Exception:  # noqa: BLE001 - a malformed record: keep only its format string
         message = str(record.msg)
     record.msg, record.args = redact(message), None
-    if record.exc_info:  # an exception's text may quote the value too: keep its type only
-        kind = record.exc_info[0]
-        record.msg += f" ({kind.__name__}: {REDACTED})" if kind else ""
-        record.exc_info, record.exc_text = None, None
+
+
+_FORMATTER = logging.Formatter()
 
 
 def third_party(name: str) -> bool:
@@ -48,6 +64,7 @@ class ThirdPartyValues(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if third_party(record.name):
             _redact_record(record)
+        _redact_exception(record)
         return True
 
 
@@ -62,6 +79,7 @@ def install() -> None:
         record = previous(*args, **kwargs)
         if third_party(record.name):
             _redact_record(record)
+        _redact_exception(record)
         return record
 
     factory.redacting = True  # type: ignore[attr-defined]
