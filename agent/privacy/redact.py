@@ -58,16 +58,6 @@ def third_party(name: str) -> bool:
     return name.startswith(THIRD_PARTY_LOGGERS)
 
 
-class ThirdPartyValues(logging.Filter):
-    """A filter form of the redaction, for a handler that receives records made before install()."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if third_party(record.name):
-            _redact_record(record)
-        _redact_exception(record)
-        return True
-
-
 def install() -> None:
     """Redact third-party records where they are made (a log record factory), so every handler (the journal, a
     test's capture, one added later) sees them redacted; route Python warnings through logging. Idempotent."""
