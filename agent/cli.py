@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from agent.config import Config, ConfigError, check_files, load_config
 from agent.qc.cli import add_qc_commands
 
 DEFAULT_CONFIG = Path("/etc/xray-agent/agent.toml")
+PRIVATE_UMASK = 0o077  # the running agent's files: its user only
 EXIT_CONFIG = 2  # a config the agent cannot use: fix the file, do not restart in a loop (systemd RestartPreventExitStatus)
 
 
@@ -50,6 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in errors:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_CONFIG
+    os.umask(PRIVATE_UMASK)  # whatever else the agent writes is its own too (state files set their modes anyway)
     build_agent(cfg).run()
     return 0
 
@@ -99,6 +102,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from agent.dicom.extract import ExtractContext, ExtractionError, extract
     from agent.payloads.base import utc_now
+    from agent.privacy.config import PrivacyConfig
+    from agent.privacy.policy import coarsen_times
     from agent.pseudonym import load_secret, throwaway_secret
 
     if args.config:
@@ -112,14 +117,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     else:
         site, room, zone, age_sex, secret = "local", "local", args.timezone, True, throwaway_secret()
         print("no --config: using a throwaway key, so study_ref/event_ref differ from the agent's", file=sys.stderr)
+    privacy = cfg.privacy if args.config else PrivacyConfig()
     files = events = failed = 0
     for path in _ingest_files(args.paths):
         files += 1
         try:
             ds = dcmread(path, force=True)
             ctx = ExtractContext(site=site, room=room, secret=secret, timezone=zone, include_age_sex=age_sex,
-                                 received_at=utc_now())
-            payloads = extract(ds, ctx).payloads()
+                                 received_at=utc_now(), free_text=privacy.text_policy())
+            payloads = [coarsen_times(p, privacy.time_resolution) for p in extract(ds, ctx).payloads()]
         except ExtractionError as exc:
             failed += 1
             print(f"{path}: cannot interpret: {exc.reason}", file=sys.stderr)

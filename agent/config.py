@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agent.dose.config import DoseConfig
 from agent.health.config import MIN_WEB_TOKEN_CHARS, CommandsConfig, HealthConfig, WebConfig
 from agent.instruments.config import InstrumentList
+from agent.privacy.config import PrivacyConfig
 from agent.qc.config import QcConfig
 from agent.secretfile import SecretFileError, check_secret_file, read_secret_text
 
@@ -163,6 +164,7 @@ class Config(Section):
     outbox: OutboxConfig = OutboxConfig()
     dicom: DicomConfig = DicomConfig()
     dose: DoseConfig = DoseConfig()  # dose monitoring; the rules live in their own file (agent/dose/rules.py)
+    privacy: PrivacyConfig = PrivacyConfig()  # free-text screening and time resolution of published values
     logging: LoggingConfig = LoggingConfig()
     health: HealthConfig = HealthConfig()
     web: WebConfig = WebConfig()
@@ -305,6 +307,7 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
         file = getattr(cfg.mqtt, key)
         if file is not None and not file.exists():
             errors.append(f"mqtt.{key}: {file} does not exist")
+    warnings += cfg.privacy.warnings()
     if cfg.dicom.enabled and not cfg.dicom.allowed_calling_aets:
         warnings.append("dicom.allowed_calling_aets is empty: any calling AE title may send objects; "
                         "list the modality's AE title")

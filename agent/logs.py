@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 
+from agent.privacy import redact
+
 
 def setup_logging(level: str = "INFO") -> None:
     """Log to stderr; under systemd (JOURNAL_STREAM set) leave timestamps to the journal."""
@@ -13,6 +15,7 @@ def setup_logging(level: str = "INFO") -> None:
     fmt = "%(levelname)s %(name)s: %(message)s" if under_journal else "%(asctime)s %(levelname)s %(name)s: %(message)s"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(fmt))
+    redact.install()  # pydicom's warnings (also as warnings.warn) quote the malformed value: a UID, a name
     root = logging.getLogger()
     root.handlers[:] = [handler]
     set_level(level)

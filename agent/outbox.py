@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
+from agent.privacy.files import private_sqlite
+
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 10_000
@@ -167,7 +169,7 @@ class Outbox:
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Create or upgrade the file, then start the writer thread."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(self.path)  # 0600, and so its -wal/-shm
         conn = connect(self.path)
         try:
             migrate(conn)

@@ -117,3 +117,20 @@ def test_open_dicom_listener_warns_and_bad_peer_network_is_named(folder):
     (folder / "agent.toml").write_text(GOOD.replace("[dicom]", '[dicom]\nallowed_peers = ["10.0.0.300"]'))
     result = check_config(folder / "agent.toml")
     assert result.returncode == 2 and "dicom.allowed_peers" in result.stderr and "10.0.0.300" in result.stderr
+
+
+def test_privacy_modes_verbatim_warns_and_a_bad_mode_is_named(folder):
+    (folder / "agent.toml").write_text(GOOD + '\n[privacy]\nfree_text = "verbatim"\ntime_resolution = "hour"\n')
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 0 and "privacy.free_text = 'verbatim'" in result.stderr
+    assert load_config(folder / "agent.toml").privacy.time_resolution == "hour"
+    (folder / "agent.toml").write_text(GOOD + '\n[privacy]\nfree_text = "catalog"\n')
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 0 and "every protocol and station is published as 'other'" in result.stderr
+    for bad, key in (('free_text = "raw"', "privacy.free_text"), ('time_resolution = "second"',
+                                                                   "privacy.time_resolution")):
+        (folder / "agent.toml").write_text(GOOD + f"\n[privacy]\n{bad}\n")
+        result = check_config(folder / "agent.toml")
+        assert result.returncode == 2 and f"{key}:" in result.stderr, result.stderr
+    (folder / "agent.toml").write_text(GOOD)
+    assert "privacy" not in check_config(folder / "agent.toml").stderr, "the default (screened) needs no warning"

@@ -14,6 +14,10 @@ event's own identity (image.exposure_identity, rdsr.event_identity), so re-extra
 For-Processing and For-Presentation image of one exposure, or a cumulative RDSR re-sent with more events all repeat
 the msg_id of events already seen. Image- and RDSR-sourced events of one exposure share event_ref (joinable) but not
 msg_id (both are published: they carry different values). `ts` is ctx.received_at so extraction stays pure.
+
+Free text (protocol, body part, view, station and equipment names) leaves this module only as ctx.free_text says
+(agent.privacy.policy): by default screened against the object's own identifiers (identifiers.py), each changed value
+listed in the payload's `warnings`.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydicom import Dataset
 
 from agent.dicom import image, rdsr, units
+from agent.dicom.identifiers import patient_identifiers
 from agent.dicom.attributes import read_text
 from agent.payloads.base import Envelope, utc_now
 from agent.payloads.exposure import DoseSummary, ExposureEvent
+from agent.privacy.policy import TextPolicy
+from agent.privacy.screen import Identifiers
 from agent.pseudonym import SECRET_MIN_BYTES, make_ref
 
 AGE_CAP_YEARS = 90  # older ages are reported as 90: very old patients are few enough to be identifiable
@@ -56,6 +63,7 @@ class ExtractContext:
     timezone: str = "UTC"  # zoneinfo name, for objects without Timezone Offset From UTC (0008,0201)
     include_age_sex: bool = True
     received_at: datetime = field(default_factory=utc_now)  # aware, UTC
+    free_text: TextPolicy = field(default_factory=TextPolicy)  # privacy.free_text
 
     def __post_init__(self) -> None:
         if len(self.secret) < SECRET_MIN_BYTES:
@@ -146,39 +154,47 @@ def local_zone(ds: Dataset, ctx: ExtractContext) -> tzinfo:
     return units.parse_utc_offset(read_text(ds, "TimezoneOffsetFromUTC")) or ZoneInfo(ctx.timezone)
 
 
-def _common(ds: Dataset, ctx: ExtractContext) -> dict[str, object]:
-    """Fields shared by every payload of the object: envelope, equipment, study ref, patient age and sex."""
+def _common(ds: Dataset, ctx: ExtractContext, modality: str | None, ids: Identifiers) -> dict[str, object]:
+    """Fields shared by every payload of the object: envelope, equipment, study ref, patient age and sex, and the
+    warnings of its screened equipment labels."""
     study_uid = read_text(ds, "StudyInstanceUID")
     include = ctx.include_age_sex
+    labels = {"modality": modality, **{name: read_text(ds, keyword) for name, keyword in EQUIPMENT_FIELDS.items()}}
+    labels, warnings = ctx.free_text.apply(labels, ids)
     return {
-        "site": ctx.site, "room": ctx.room, "ts": ctx.received_at, "received_at": ctx.received_at,
-        **{name: read_text(ds, keyword) for name, keyword in EQUIPMENT_FIELDS.items()},
+        "site": ctx.site, "room": ctx.room, "ts": ctx.received_at, "received_at": ctx.received_at, **labels,
         "study_ref": make_ref(ctx.secret, "study", study_uid) if study_uid else None,
         "patient_age_years": patient_age_years(ds) if include else None,
         "patient_sex": patient_sex(ds) if include else None,
+        "warnings": warnings,
     }
 
 
-def _event(exposure: dict[str, object], source: str, common: dict, zone: tzinfo, ctx: ExtractContext
-           ) -> ExposureEvent:
-    """An ExposureEvent from image.py/rdsr.py values: the identity is hashed, the DT string resolved in `zone`."""
+def _event(exposure: dict[str, object], source: str, common: dict, zone: tzinfo, ctx: ExtractContext,
+           ids: Identifiers) -> ExposureEvent:
+    """An ExposureEvent from image.py/rdsr.py values: the identity is hashed, the DT string resolved in `zone`, the
+    labels screened."""
     values = dict(exposure)
     identity, acquired_dt = str(values.pop("identity")), values.pop("acquired_dt")
-    return ExposureEvent(**common, **values, source=source, acquired_at=units.parse_datetime(acquired_dt, zone),
+    values, warnings = ctx.free_text.apply(values, ids)
+    return ExposureEvent(**{**common, "warnings": common["warnings"] + warnings}, **values, source=source,
+                         acquired_at=units.parse_datetime(acquired_dt, zone),
                          msg_id=make_ref(ctx.secret, f"exposure/{source}", identity),
                          event_ref=make_ref(ctx.secret, "event", identity))
 
 
 def _image_event(ds: Dataset, ctx: ExtractContext) -> ExposureEvent:
     modality = image.IMAGE_SOP_CLASSES.get(sop_class_uid(ds) or "") or read_text(ds, "Modality")
-    common = {**_common(ds, ctx), "modality": read_text(ds, "Modality") or modality}
-    return _event(image.image_exposure(ds, modality), "image", common, local_zone(ds, ctx), ctx)
+    ids = patient_identifiers(ds)
+    common = _common(ds, ctx, read_text(ds, "Modality") or modality, ids)
+    return _event(image.image_exposure(ds, modality), "image", common, local_zone(ds, ctx), ctx, ids)
 
 
 def _dose_report(ds: Dataset, ctx: ExtractContext) -> Extraction:
-    common = {**_common(ds, ctx), "modality": read_text(ds, "Modality")}
+    ids = patient_identifiers(ds)
+    common = _common(ds, ctx, read_text(ds, "Modality"), ids)
     zone = local_zone(ds, ctx)
-    events = tuple(_event(values, "rdsr", common, zone, ctx) for values in rdsr.report_events(ds))
+    events = tuple(_event(values, "rdsr", common, zone, ctx, ids) for values in rdsr.report_events(ds))
     totals = rdsr.accumulated_totals(ds)
     if not events and totals is None:
         return Extraction()  # e.g. a CT dose report: same title, no projection events

@@ -4,6 +4,11 @@ A file is read once its size and modification time have not changed for `settle_
 writing it). Each file is handled once across restarts: a small SQLite table (sqlite-utils) remembers handled files by
 path, size and mtime, so a crash between storing the events and removing the file neither loses nor repeats anything
 (and the outbox drops repeated msg_ids anyway). A file refused for lack of outbox room stays and is tried again.
+
+Exported file and folder names often carry the patient's name or record number, so they are neither logged nor
+stored: a file is named in the log by a keyed hash of its path below the watched folder (`file_ref`, the same
+for the same file across restarts, not reversible without the site secret) and the watched folder itself, and the
+state table keys files by the same hash of the full path.
 """
 
 from __future__ import annotations
@@ -20,9 +25,19 @@ from pydicom import dcmread
 from agent.config import FolderIntakeConfig
 from agent.dicom.intake import DicomIntake
 from agent.dicom.statuses import CANNOT_UNDERSTAND, SUCCESS
+from agent.privacy.files import private_sqlite
+from agent.pseudonym import make_ref
 from agent.supervisor import ThreadService
 
 log = logging.getLogger(__name__)
+FILE_REF_CHARS = 12  # enough to tell a day's files apart in a log; the state table keeps the full ref
+STATE_TABLE = "handled_files"
+LEGACY_TABLE = "handled"  # earlier agents keyed it by the path in clear
+
+
+def file_ref(secret: bytes, path: Path | str) -> str:
+    """The keyed hash of a file path (as make_ref, domain "folder-file")."""
+    return make_ref(secret, "folder-file", str(path))
 
 
 class FolderWatcher(ThreadService):
@@ -44,9 +59,7 @@ class FolderWatcher(ThreadService):
                  self.cfg.after)
 
     def _run(self) -> None:
-        db = sqlite_utils.Database(self.state_path)
-        db["handled"].create({"path": str, "size": int, "mtime_ns": int, "handled_at": float, "status": int},
-                             pk="path", if_not_exists=True)
+        db = self.open_state()
         missing_logged = False
         while not self._stop.wait(self.cfg.poll_s):
             try:
@@ -58,6 +71,34 @@ class FolderWatcher(ThreadService):
                     missing_logged = True
         db.close()
 
+    def open_state(self) -> sqlite_utils.Database:
+        """The state file (0600), its table keyed by path ref; a table of clear paths left by an earlier agent is
+        carried over as refs and dropped, and the file vacuumed so the names leave its free pages too."""
+        db = sqlite_utils.Database(private_sqlite(self.state_path))
+        db[STATE_TABLE].create({"path_ref": str, "size": int, "mtime_ns": int, "handled_at": float, "status": int},
+                               pk="path_ref", if_not_exists=True)
+        if LEGACY_TABLE in db.table_names():
+            rows = [{"path_ref": self._ref(Path(row["path"])), **{k: row[k] for k in ("size", "mtime_ns",
+                     "handled_at", "status")}} for row in db[LEGACY_TABLE].rows]
+            with db.conn:
+                db[STATE_TABLE].upsert_all(rows, pk="path_ref")
+                db[LEGACY_TABLE].drop()
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.vacuum()
+            log.info("folder-intake state: %d file record(s) now kept by hash, not by name", len(rows))
+        return db
+
+    def _ref(self, path: Path) -> str:
+        return file_ref(self.intake.secret, path)
+
+    def label(self, path: Path) -> str:
+        """How a file is named in the log: a short keyed hash of its path below the watched folder, and the folder."""
+        try:
+            relative = path.relative_to(self.cfg.path)
+        except ValueError:
+            relative = path
+        return f"file {file_ref(self.intake.secret, relative)[:FILE_REF_CHARS]} in {self.cfg.path}"
+
     def scan(self, db: sqlite_utils.Database) -> None:
         """One pass: process every settled file."""
         now = time.monotonic()
@@ -65,7 +106,10 @@ class FolderWatcher(ThreadService):
         for path in self._files():
             present.add(path)
             if self._settled(path, now):
-                self._handle(db, path)
+                try:
+                    self._handle(db, path)
+                except OSError as exc:  # its message would name the file: say which by label, and go on
+                    log.error("cannot handle %s: %s", self.label(path), exc.strerror or type(exc).__name__)
         self._seen = {p: v for p, v in self._seen.items() if p in present}
 
     def _files(self):
@@ -93,18 +137,19 @@ class FolderWatcher(ThreadService):
 
     def _handle(self, db: sqlite_utils.Database, path: Path) -> None:
         st = path.stat()
-        done = db.execute("SELECT 1 FROM handled WHERE path = ? AND size = ? AND mtime_ns = ?",
-                          [str(path), st.st_size, st.st_mtime_ns]).fetchone()
+        ref = self._ref(path)
+        done = db.execute(f"SELECT 1 FROM {STATE_TABLE} WHERE path_ref = ? AND size = ? AND mtime_ns = ?",
+                          [ref, st.st_size, st.st_mtime_ns]).fetchone()
         if not done:
             status = self._process(path)
             if status not in (SUCCESS, CANNOT_UNDERSTAND):
                 return  # Out of Resources: leave the file and try again on a later pass
-            db["handled"].upsert({"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                  "handled_at": time.time(), "status": status}, pk="path")
+            db[STATE_TABLE].upsert({"path_ref": ref, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                    "handled_at": time.time(), "status": status}, pk="path_ref")
         self._after(path)
 
     def _process(self, path: Path) -> int:
-        origin = f"folder {path.name}"
+        origin = self.label(path)
         raw = path.read_bytes
         try:
             ds = dcmread(path, force=True)

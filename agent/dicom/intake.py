@@ -3,6 +3,11 @@
 The status contract: Success only after every event extracted from the object is committed to the outbox;
 Out of Resources when the outbox is full or cannot be written (the sender keeps the object and retries);
 Cannot Understand for an object that cannot be interpreted (a copy goes to the quarantine folder).
+
+Privacy: free text is screened in extraction (ExtractContext.free_text); the values screened are counted and logged
+by field name only. Published times are coarsened to privacy.time_resolution after the dose monitor has used the
+exact ones (repeat windows), so the outbox and the broker see only the coarse times; observers (QC sessions, which
+match meter readings to exposures by time) get the exact ones.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from agent.dicom.quarantine import BoundedFolder
 from agent.dicom.statuses import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS
 from agent.outbox import OutboxError, OutboxFull
 from agent.payloads.base import Envelope, utc_now
+from agent.privacy.policy import NOT_IN_CATALOG, SCREENED, TextPolicy, TimeResolution, coarsen_times
 from agent.sink import Sink
 
 log = logging.getLogger(__name__)
+TEXT_REASONS = frozenset({SCREENED, NOT_IN_CATALOG})
 
 
 @dataclass
@@ -36,6 +43,7 @@ class IntakeCounters:
     quarantined: int = 0
     refused: int = 0  # answered Out of Resources
     associations_rejected: int = 0
+    values_screened: int = 0  # free-text values changed by privacy.free_text (screened or not in the catalog)
     last_seen: dict[str, float] = field(default_factory=dict)  # calling AE title -> time.time() of its last object
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -54,13 +62,16 @@ class DicomIntake:
 
     def __init__(self, sink: Sink, secret: bytes, *, timezone: str = "UTC", include_age_sex: bool = True,
                  quarantine: BoundedFolder | None = None, retain_raw: BoundedFolder | None = None,
-                 derive: Callable[[list[Envelope]], list[Envelope]] | None = None):
+                 derive: Callable[[list[Envelope]], list[Envelope]] | None = None,
+                 free_text: TextPolicy = TextPolicy(), time_resolution: TimeResolution = "exact"):
         self.sink = sink
         self.secret = secret
         self.timezone = timezone
         self.include_age_sex = include_age_sex
         self.quarantine = quarantine
         self.retain_raw = retain_raw
+        self.free_text = free_text
+        self.time_resolution = time_resolution
         self.derive = derive  # adds messages that follow from the events (dose alerts); stored in the same commit
         # Called with the stored payloads after each successful store (QC sessions take the set technique from them);
         # an observer's failure is logged and never changes the answer to the sender.
@@ -71,7 +82,8 @@ class DicomIntake:
     def context(self) -> ExtractContext:
         """The extraction context for an object received now."""
         return ExtractContext(site=self.sink.site, room=self.sink.room, secret=self.secret, timezone=self.timezone,
-                              include_age_sex=self.include_age_sex, received_at=utc_now())
+                              include_age_sex=self.include_age_sex, received_at=utc_now(),
+                              free_text=self.free_text)
 
     def handle(self, ds: Dataset, raw: Callable[[], bytes], origin: str) -> int:
         """Extract, store durably, answer. `raw` gives the object's bytes (for quarantine); `origin` names the sender."""
@@ -80,17 +92,18 @@ class DicomIntake:
             payloads = list(extract(ds, self.context()).payloads())
         except ExtractionError as exc:
             return self._reject(raw, exc.reason, origin)
+        self._count_screened(payloads, origin)
         if payloads and self.derive is not None:
             payloads = self.derive(payloads)
         if payloads:
             try:
-                inserted = self.sink.emit(*payloads)
+                inserted = self.sink.emit(*(coarsen_times(p, self.time_resolution) for p in payloads))
             except OutboxError as exc:
                 return self._refuse(exc, origin)
             new = sum(inserted)
             self.counters.add(events_stored=new, events_duplicate=len(inserted) - new)
             log.info("stored %d new event(s) (%d already known) from %s", new, len(inserted) - new, origin)
-            self._notify(payloads)
+            self._notify(payloads)  # exact times: QC matches meter readings to exposures by time
         else:
             self.counters.add(no_exposure=1)
             log.debug("object from %s records no projection exposure; acknowledged", origin)
@@ -98,6 +111,15 @@ class DicomIntake:
         if self.retain_raw is not None:
             self.retain_raw.put(raw(), "received")
         return SUCCESS
+
+    def _count_screened(self, payloads: list[Envelope], origin: str) -> None:
+        """Count and log the free-text values the privacy policy changed: field names only, never the text."""
+        screened = [w.field for p in payloads for w in getattr(p, "warnings", ()) if w.reason in TEXT_REASONS]
+        fields, changed = sorted(set(screened)), len(screened)
+        if changed:
+            self.counters.add(values_screened=changed)
+            log.info("free text screened in %d value(s) of %s from %s (privacy.free_text)", changed,
+                     ", ".join(fields), origin)
 
     def _notify(self, payloads: list[Envelope]) -> None:
         for observer in self.observers:

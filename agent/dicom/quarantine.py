@@ -1,4 +1,5 @@
-"""A bounded folder of objects the agent could not interpret, kept for a biomed to inspect."""
+"""A bounded folder of objects the agent could not interpret, kept for a biomed to inspect (also the retained copies
+of received objects). The objects carry the patient's name: the folder is 0700 and every file 0600."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import re
 import threading
 import time
 from pathlib import Path
+
+from agent.privacy.files import owned_private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +32,10 @@ class BoundedFolder:
         with self._lock:
             self._seq += 1
             stem = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{self._seq:05d}-{_slug(label)}"
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path = self.folder / f"{stem}.dcm"
-            path.write_bytes(data)
+            owned_private_dir(self.folder)
+            path = write_private(self.folder / f"{stem}.dcm", data)
             if note:
-                path.with_suffix(".txt").write_text(note + "\n")
+                write_private(path.with_suffix(".txt"), (note + "\n").encode())
             self._trim()
             return path
 

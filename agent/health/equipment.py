@@ -76,7 +76,8 @@ class ListenerTracker(_Tracked):
             state=state, since=self._since, endpoint=self.endpoint, last_reading_at=_utc(last),
             last_reading_age_s=_age_s(last),
             dicom=DicomCounters(received=c.received, events_stored=c.events_stored, quarantined=c.quarantined,
-                                refused=c.refused, associations_rejected=c.associations_rejected),
+                                refused=c.refused, associations_rejected=c.associations_rejected,
+                                values_screened=c.values_screened),
             last_error=None if state == "ok" else ("not bound" if state == "down" else "objects refused: outbox "
                                                    "full or not writable"))
 

@@ -53,9 +53,9 @@ class DoseAlert(Envelope):
                                                     "one counted), as on exposure events; null if none.")
     events_in_study: Count | None = Field(None, description="Cumulative alerts: distinct irradiation events counted "
                                                             "in the study total, count.")
-    protocol: str | None = Field(None, description="Protocol of the exposure, as sent.")
-    body_part: str | None = Field(None, description="Body part of the exposure, as sent.")
-    view: str | None = Field(None, description="View of the exposure, as sent.")
+    protocol: str | None = Field(None, description="Protocol of the exposure, as on the exposure event.")
+    body_part: str | None = Field(None, description="Body part of the exposure, as on the exposure event.")
+    view: str | None = Field(None, description="View of the exposure, as on the exposure event.")
     modality: str | None = Field(None, description="Modality of the object (DX, CR, XA, RF; SR for an RDSR).")
     irradiation_type: Literal["fluoroscopy", "acquisition"] | None = Field(None, description="Of the exposure.")
     acquired_at: datetime | None = Field(None, description="When the exposure was made, as on the exposure event.")
@@ -67,7 +67,8 @@ class ProtocolSummary(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    protocol: str | None = Field(description="Protocol name as sent by the modality; null for exposures without one.")
+    protocol: str | None = Field(description="Protocol name as on the exposure events (screened); null for "
+                                            "exposures without one.")
     exposures: Count = Field(description="Distinct exposures (irradiation events) in the period, count.")
     with_dap: Count = Field(description="Of those, exposures that reported a DAP, count.")
     dap_median_gy_m2: Finite | None = Field(description="Median DAP of the exposures with a DAP, Gy·m²; null if none.")

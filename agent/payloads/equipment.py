@@ -41,6 +41,8 @@ class DicomCounters(BaseModel):
     refused: Count = Field(0, description="Objects answered Out of Resources (outbox full or unwritable), count.")
     associations_rejected: Count = Field(0, description="Associations refused by the AE title or peer allow-lists, "
                                                         "count.")
+    values_screened: Count = Field(0, description="Free-text values changed by privacy.free_text (identifiers, long "
+                                                  "numbers or dates removed, or not in the catalog), count.")
 
 
 class LinkCounters(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from agent.payloads.base import Envelope
 
@@ -25,6 +25,21 @@ def _opt(description: str):
     return Field(None, description=description)
 
 
+class FieldWarning(BaseModel):
+    """A field whose published value is not the value as sent, and why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(description="Name of the payload field concerned.")
+    reason: str = Field(description='Why, e.g. "screened" (free text with identifiers, long numbers or dates '
+                                    'removed: privacy.free_text) or "not-in-catalog" (published as "other").')
+    raw: str | None = Field(None, description="The value as sent, for numbers only; never for free text.")
+
+
+WARNINGS_DOC = ("Fields whose published value differs from the value as sent, with the reason; empty when none. "
+                "Screened free text is listed without the removed text.")
+
+
 class ExposureEvent(Envelope):
     """One irradiation event: one image's exposure, or one RDSR irradiation event (TID 10003)."""
 
@@ -36,15 +51,17 @@ class ExposureEvent(Envelope):
     modality: str | None = _opt("DICOM Modality (0008,0060) of the object, e.g. DX, CR, MG, XA, RF; SR for an RDSR.")
     manufacturer: str | None = _opt("Manufacturer (0008,0070).")
     model: str | None = _opt("Manufacturer's Model Name (0008,1090).")
-    station_name: str | None = _opt("Station Name (0008,1010).")
+    station_name: str | None = _opt("Station Name (0008,1010), screened (privacy.free_text).")
     device_serial: str | None = _opt("Device Serial Number (0018,1000).")
     acquired_at: datetime | None = _opt(
         "When the exposure was made, ISO 8601 with the offset of the object (Timezone Offset From UTC) or of the "
         "site's zone; null when the object has no acquisition date and time.")
     received_at: datetime = Field(description="When the agent received the object, UTC.")
-    body_part: str | None = _opt("Body Part Examined (CS) or anatomic region / target region code meaning, as sent.")
-    view: str | None = _opt("View Position (CS, e.g. PA, LL, CC, MLO) or view code meaning, as sent.")
-    protocol: str | None = _opt("Protocol Name, series description or acquisition protocol, as sent.")
+    body_part: str | None = _opt("Body Part Examined (CS) or anatomic region / target region code meaning, screened "
+                                  "(privacy.free_text).")
+    view: str | None = _opt("View Position (CS, e.g. PA, LL, CC, MLO) or view code meaning, screened.")
+    protocol: str | None = _opt("Protocol Name, series description or acquisition protocol, screened (or the "
+                                 "site's catalog name, or \"other\": privacy.free_text).")
     kvp: Magnitude | None = _opt("Peak tube voltage, kV (mean over pulses when given per pulse).")
     tube_current_ma: Magnitude | None = _opt("Tube current, mA (mean over pulses when given per pulse).")
     exposure_time_ms: Magnitude | None = _opt("Exposure time, ms (sum over pulses when given per pulse).")
@@ -71,6 +88,7 @@ class ExposureEvent(Envelope):
         "Dose monitoring: event_ref of the earlier exposure this one repeats (same study, and same body part and view "
         "as the dose rules' repeat key says, acquired within their repeat window); null if not a repeat, or if dose "
         "monitoring is off.")
+    warnings: list[FieldWarning] = Field(default_factory=list, description=WARNINGS_DOC)
 
 
 class DoseSummary(Envelope):
@@ -84,7 +102,7 @@ class DoseSummary(Envelope):
     modality: str | None = _opt("DICOM Modality (0008,0060) of the report (SR).")
     manufacturer: str | None = _opt("Manufacturer (0008,0070).")
     model: str | None = _opt("Manufacturer's Model Name (0008,1090).")
-    station_name: str | None = _opt("Station Name (0008,1010).")
+    station_name: str | None = _opt("Station Name (0008,1010), screened (privacy.free_text).")
     device_serial: str | None = _opt("Device Serial Number (0018,1000).")
     irradiation_started_at: datetime | None = _opt("Start of X-Ray Irradiation (113809), ISO 8601 with offset.")
     irradiation_ended_at: datetime | None = _opt("End of X-Ray Irradiation (113810), ISO 8601 with offset.")
@@ -102,3 +120,4 @@ class DoseSummary(Envelope):
     radiographic_frames_total: Count | None = _opt("Total number of radiographic frames, count.")
     patient_age_years: AgeYears | None = _opt("Patient age in whole years, capped at 90; null if unknown or disabled.")
     patient_sex: Sex | None = _opt("Patient sex M, F or O; null if unknown or disabled.")
+    warnings: list[FieldWarning] = Field(default_factory=list, description=WARNINGS_DOC)

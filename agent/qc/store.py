@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.outbox import OutboxError
+from agent.privacy.files import private_sqlite
 
 BUSY_TIMEOUT_S = 10.0
 SCHEMA = """
@@ -108,7 +109,7 @@ class QcStore:
             if self._conn is not None:
                 return
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                private_sqlite(self.path)  # 0600, and so its -wal/-shm
                 conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                        timeout=BUSY_TIMEOUT_S)
                 conn.row_factory = sqlite3.Row

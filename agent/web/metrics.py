@@ -21,7 +21,8 @@ from agent.health.view import AgentView
 
 STATES = ("ok", "degraded", "down")
 SERIAL_COUNTERS = ("frames_ok", "frames_bad", "bytes_discarded", "timeouts", "error_replies", "reconnects")
-DICOM_COUNTERS = ("received", "events_stored", "quarantined", "refused", "associations_rejected")
+DICOM_COUNTERS = ("received", "events_stored", "quarantined", "refused", "associations_rejected",
+                  "values_screened")
 
 
 def _gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> GaugeMetricFamily:

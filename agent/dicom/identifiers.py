@@ -1,0 +1,28 @@
+"""The personal identifiers one DICOM object carries, which the free-text screen looks for in its labels. Pure.
+
+Patient Identification Module (PS3.3 C.7.1.1 / C.2.2): Patient's Name (0010,0010), Patient ID (0010,0020), Other
+Patient IDs (0010,1000, retired but still sent) and Other Patient IDs Sequence (0010,1002), Other Patient Names
+(0010,1001), Patient's Birth Name (0010,1005), Patient's Mother's Birth Name (0010,1060), Patient's Birth Date
+(0010,0030); Accession Number (0008,0050), also inside the Request Attributes Sequence (0040,0275). The names of staff
+(Referring Physician, Operators, Performing Physician) are personal data too and typed into the same labels.
+"""
+
+from __future__ import annotations
+
+from pydicom import Dataset
+
+from agent.dicom.attributes import read_items, read_text
+from agent.privacy.screen import Identifiers
+
+IDENTIFIER_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "OtherPatientNames", "PatientBirthName",
+                       "PatientMotherBirthName", "AccessionNumber", "ReferringPhysicianName", "OperatorsName",
+                       "PerformingPhysicianName")
+ITEM_KEYWORDS = {"OtherPatientIDsSequence": "PatientID", "RequestAttributesSequence": "AccessionNumber"}
+
+
+def patient_identifiers(ds: Dataset) -> Identifiers:
+    """The identifier components of `ds` (multi-valued names and ids give each value's components)."""
+    values = [read_text(ds, keyword) for keyword in IDENTIFIER_KEYWORDS]
+    for sequence, keyword in ITEM_KEYWORDS.items():
+        values += [read_text(item, keyword) for item in read_items(ds, sequence)]
+    return Identifiers.of(values, [read_text(ds, "PatientBirthDate")])
