@@ -13,6 +13,7 @@ from agent.qc.cli import add_qc_commands
 
 DEFAULT_CONFIG = Path("/etc/xray-agent/agent.toml")
 EXIT_CONFIG = 2  # a config the agent cannot use: fix the file, do not restart in a loop (systemd RestartPreventExitStatus)
+EXIT_RUNNING = 1  # another agent already runs on this outbox
 
 
 def _load_or_exit(path: Path) -> Config:
@@ -25,7 +26,10 @@ def _load_or_exit(path: Path) -> Config:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load_or_exit(args.config)
+    from agent.listeners import listen_problems
+
     errors, warnings = check_files(cfg)
+    errors += listen_problems(cfg, ports=False)  # the ports may be the running agent's own: `run` checks them
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
     for line in errors:
@@ -38,7 +42,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Exit 2 on any configuration error (systemd does not restart on it), 1 when another agent holds the outbox."""
     from agent.daemon import build_agent
+    from agent.instance import AlreadyRunning, InstanceLock
+    from agent.listeners import BIND_ERRNOS, listen_problems
     from agent.logs import setup_logging
 
     cfg = _load_or_exit(args.config)
@@ -50,7 +57,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in errors:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_CONFIG
-    build_agent(cfg).run()
+    try:  # before the broker and any port: a second agent must not knock the first off either
+        lock = InstanceLock(cfg.outbox.path.parent).acquire()
+    except AlreadyRunning as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_RUNNING
+    errors = listen_problems(cfg, ports=True)
+    if errors:
+        for line in errors:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        build_agent(cfg).run()
+    except OSError as exc:
+        if exc.errno not in BIND_ERRNOS:
+            raise
+        print(f"error: cannot listen: {exc} (check dicom.bind/port and web.bind/port)", file=sys.stderr)
+        return EXIT_CONFIG  # a port taken between the check above and the listener's start
+    finally:
+        lock.release()
     return 0
 
 
