@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from tenacity import RetryError, Retrying, retry_if_exception_type, wait_random_exponential
 
 from agent.instruments.config import InstrumentConfig
+from agent.logs import log_repeated
 from agent.instruments.mapping import escape_raw, qc_reading
 from agent.instruments.status import EquipmentTracker
 from agent.outbox import OutboxError
@@ -126,8 +127,10 @@ class InstrumentReader(ThreadService):
         try:
             payload = qc_reading(reading, driver=self.inst.driver, site=self.sink.site, room=self.sink.room)
         except ValidationError as exc:  # e.g. a profile field that is not a finite number: not publishable
-            log.error("instrument %s: reading dropped, not a valid payload (%s): raw %s", self.inst.id,
-                      exc.errors()[0]["msg"], escape_raw(reading.raw[:200]))
+            # Per frame on a meter that keeps sending such values: one line, then a count each minute.
+            log_repeated(log, logging.ERROR, ("invalid reading", self.inst.id),
+                         "instrument %s: reading dropped, not a valid payload (%s): raw %s", self.inst.id,
+                         exc.errors()[0]["msg"], escape_raw(reading.raw[:200]))
             return
         retrying = self._retrying(self._store_refused, STORE_RETRY_MIN_S, STORE_RETRY_MAX_S, OutboxError, reraise=True)
         try:
