@@ -49,20 +49,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.logs import setup_logging
 
     cfg = _load_or_exit(args.config)
-    setup_logging(args.log_level or cfg.logging.level)
-    errors, warnings = check_files(cfg)
-    for line in warnings:
-        print(f"warning: {line}", file=sys.stderr)
-    if errors:
-        for line in errors:
-            print(f"error: {line}", file=sys.stderr)
-        return EXIT_CONFIG
     try:  # before the broker and any port: a second agent must not knock the first off either
         lock = InstanceLock(cfg.outbox.path.parent).acquire()
     except AlreadyRunning as exc:
         print(exc, file=sys.stderr)
         return EXIT_RUNNING
-    errors = listen_problems(cfg, ports=True)
+    except OSError as exc:
+        print(f"error: outbox.path: cannot use the state folder {cfg.outbox.path.parent}: {exc.strerror}",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(args.log_level or cfg.logging.level)
+    errors, warnings = check_files(cfg)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    errors += listen_problems(cfg, ports=True)
     if errors:
         for line in errors:
             print(f"error: {line}", file=sys.stderr)
