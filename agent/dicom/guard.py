@@ -71,6 +71,7 @@ class ConnectionGuard:
     _known: dict[str, None] = field(default_factory=dict)  # insertion-ordered set of proven peer addresses
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _wake: threading.Event = field(default_factory=threading.Event)  # set when a connection opens
     _thread: threading.Thread | None = None
     refused: int = 0  # connections closed at connect or cut later, for the counters
 
@@ -82,6 +83,7 @@ class ConnectionGuard:
             reason = self._refusal(address)
             if reason is None:
                 self._conns[id(assoc)] = Connection(address, now, now, _raw_socket(assoc))
+                self._wake.set()
                 return None
         self.refused += 1
         return reason
@@ -203,12 +205,20 @@ class ConnectionGuard:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(2)
             self._thread = None
 
     def _run(self) -> None:
-        while not self._stop.wait(REAP_EVERY_S):
+        """Every REAP_EVERY_S while connections are open; asleep (no wake-ups at all) while none are."""
+        while not self._stop.is_set():
+            if not self.open_connections():
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            if self._stop.wait(REAP_EVERY_S):
+                return
             try:
                 self.reap()
             except Exception:  # noqa: BLE001 - the guard must keep guarding

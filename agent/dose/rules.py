@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from functools import cached_property
+from functools import cached_property, lru_cache
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal, Protocol
-
-import re2
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from agent.tomlfile import read_toml
@@ -184,8 +182,10 @@ def compile_pattern(text: str, mode: MatchMode) -> TextPattern:
     lookaround; a text using them is refused at load with RE2's reason. `exact` and `glob` are translated into
     Python patterns without nested repetition (fnmatch emulates atomic groups), so they cannot backtrack badly."""
     if mode == "regex":
+        import re2  # only a rules file with regex texts needs it (its native library costs memory at idle)
+
         try:
-            return re2.compile(rf"(?:{text})\z", _RE2_OPTIONS)
+            return re2.compile(rf"(?:{text})\z", _re2_options())
         except re2.error as exc:
             reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
             raise ValueError(f"bad pattern {text!r}: {reason} (regex rules use RE2 syntax: no backreferences or "
@@ -197,15 +197,15 @@ def compile_pattern(text: str, mode: MatchMode) -> TextPattern:
         raise ValueError(f"bad pattern {text!r}: {exc}") from None
 
 
-def _re2_options() -> re2.Options:
+@lru_cache(maxsize=1)
+def _re2_options():
+    import re2
+
     options = re2.Options()
     options.case_sensitive = False
     options.dot_nl = True  # as re.DOTALL for glob: a protocol name never spans lines, but agree with the other modes
     options.log_errors = False  # RE2 would print its parse errors to stderr; the ValueError carries them
     return options
-
-
-_RE2_OPTIONS = _re2_options()
 
 
 def load_rules(path: Path | None) -> DoseRules:
