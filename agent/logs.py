@@ -15,6 +15,8 @@ def setup_logging(level: str = "INFO") -> None:
     handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # pynetdicom logs one error per broken connection or PDU: a peer reconnecting in a loop would flood the journal.
+    handler.addFilter(RepeatFilter(REPEATS, ("pynetdicom",)))
     set_level(level)
 
 
@@ -87,7 +89,44 @@ class RepeatLimiter:
             del self._causes[cause]  # quiet for a whole window: the next one is logged in full
             return
         entry[2], entry[3] = now + self.window_s, 0
-        logger.log(level, "%d more in the last %.0f s, latest: " + msg, repeats, self.window_s, *args)
+        logger.log(level, "%d more in the last %.0f s, latest: " + msg, repeats, self.window_s, *args,
+                   extra={SUMMARY_MARK: True})
+
+    def admit(self, record: logging.LogRecord) -> bool:
+        """For a logging filter: True to emit the record now (new cause), False when it is counted instead. The cause
+        is the record's logger, level and message template."""
+        cause = ("record", record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        with self._lock:
+            entry = self._causes.get(cause)
+            if entry is not None and now >= entry[2]:
+                self._report(cause, entry, now)
+                entry = self._causes.get(cause)
+            if entry is not None:
+                entry[3] += 1
+                entry[4], entry[5] = str(record.msg), record.args or ()
+                return False
+            if len(self._causes) < MAX_CAUSES:
+                self._causes[cause] = [logging.getLogger(record.name), record.levelno, now + self.window_s, 0,
+                                       str(record.msg), record.args or ()]
+        return True
+
+
+SUMMARY_MARK = "xray_agent_repeat_summary"
+
+
+class RepeatFilter(logging.Filter):
+    """Rate-limits records of the given logger names (and their children) through a RepeatLimiter, for libraries
+    whose log calls the agent does not own."""
+
+    def __init__(self, limiter: RepeatLimiter, names: tuple[str, ...]):
+        super().__init__()
+        self.limiter, self.names = limiter, names
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, SUMMARY_MARK, False) or not record.name.startswith(self.names):
+            return True
+        return self.limiter.admit(record)
 
 
 REPEATS = RepeatLimiter()

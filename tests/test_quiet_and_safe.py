@@ -113,3 +113,21 @@ def test_doctor_warns_when_usb_serial_drivers_are_not_loaded():
 def test_doctor_warns_when_drivers_are_loaded_now_but_not_at_boot():
     assert check_hotplug(PROC_WITH, None).level == "warn"
     assert check_hotplug(PROC_WITH, "# x\nusbserial\ncdc_acm\n").level == "ok"
+
+
+def test_library_log_floods_are_limited_by_a_filter(caplog):
+    from agent.logs import RepeatFilter
+
+    now = [0.0]
+    limiter = RepeatLimiter(window_s=60, clock=lambda: now[0])
+    log = logging.getLogger("pynetdicom.test")
+    caplog.handler.addFilter(RepeatFilter(limiter, ("pynetdicom",)))
+    with caplog.at_level(logging.ERROR, "pynetdicom.test"):
+        for i in range(500):
+            log.error("The received PDU is shorter than expected (%d of %d bytes received)", i, 100)
+        now[0] = 61
+        limiter.flush()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["The received PDU is shorter than expected (0 of 100 bytes received)",
+                     "499 more in the last 60 s, latest: The received PDU is shorter than expected (499 of 100 bytes "
+                     "received)"]

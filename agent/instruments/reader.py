@@ -12,6 +12,7 @@ looked up anew) and resumes. Outages and refusals are logged once each, not once
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -113,7 +114,13 @@ class InstrumentReader(ThreadService):
                     self.inst.id, device, exc)
 
     def _port_failed(self, retry_state) -> None:
-        error = str(retry_state.outcome.exception())
+        exc = retry_state.outcome.exception()
+        error = str(exc)
+        if getattr(exc, "errno", None) == errno.EPERM:
+            # File permissions give EACCES; EPERM on open is the unit's device filter (DeviceAllow=char-ttyUSB is
+            # resolved at start, and this adapter's driver was loaded after it).
+            error += ("; the service's device policy refused it: its USB serial driver was loaded after the agent "
+                      "started (restart the agent; `xray-agent doctor` shows how to avoid it)")
         self.tracker.disconnected(error)
         if self._outage_since is None:
             self._outage_since = time.monotonic()
