@@ -81,3 +81,15 @@ def test_check_config_passes_beside_a_running_agent(tmp_path, broker, subscriber
         assert check.returncode == 0, check.stderr
     finally:
         agent.terminate()
+
+
+def test_the_unit_stops_restarting_on_a_configuration_error_and_loads_usb_serial_drivers_at_boot():
+    unit = (REPO / "systemd" / "xray-agent.service").read_text()
+    keys = [line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#")]
+    # RestartPreventExitStatus= covers the main process only: a pre-start check exiting 2 would be restarted forever.
+    assert not [k for k, _ in keys if k.startswith("ExecStartPre")]
+    assert ("RestartPreventExitStatus", "2") in [tuple(kv) for kv in keys]
+    assert "systemd-modules-load.service" in dict(keys)["After"]
+    modules = (REPO / "systemd" / "xray-agent-modules.conf").read_text().split()
+    assert {"usbserial", "cdc_acm"} <= set(modules)
+    assert "xray-agent-modules.conf" in (REPO / "scripts" / "install.sh").read_text()
