@@ -110,3 +110,15 @@ def test_rejections_are_logged_with_their_real_reason():
     assert "calling AE title 'X' is not in dicom.allowed_calling_aets" == rejection_reason(1, 1, 3, "X", "A", "A")
     assert "calls AE title 'B'; ours is 'A'" in rejection_reason(1, 1, 7, "X", "B", "A")
     assert "association slots in use" in rejection_reason(2, 3, 2, "X", "A", "A")
+
+
+def test_a_peer_listed_by_address_is_known_before_it_has_associated():
+    from agent.config import DicomConfig
+    from agent.dicom.scp import limits_from_config
+
+    limits = limits_from_config(DicomConfig(allowed_peers=["10.0.0.1", "10.0.1.0/24"], max_associations=3))
+    assert limits.hosts == frozenset({"10.0.0.1"})
+    g = ConnectionGuard(limits, clock=Clock())
+    assert g.opened(assoc(), "10.0.1.7") is None and g.opened(assoc(), "10.0.1.8") is None
+    assert "kept for known peers" in g.opened(assoc(), "10.0.1.9")
+    assert g.opened(assoc(), "10.0.0.1") is None

@@ -11,7 +11,8 @@ makes the blocked read return. Its rules:
 - slots: at most `dicom.max_associations` associations (A-ASSOCIATE-RQ received); further requests get
   A-ASSOCIATE-RJ rejected-transient / local-limit-exceeded (PS3.8 9.3.4). Connections that have not yet sent a
   complete A-ASSOCIATE-RQ count apart, at most `dicom.max_associations` of them, and one of those places is kept for
-  a peer address that has completed an association before (the modality), so unknown peers cannot take them all;
+  a known peer (an address that has completed an association before, or one listed by itself in
+  `dicom.allowed_peers`: the modality), so unknown peers cannot take them all;
 - time: a complete A-ASSOCIATE-RQ within `dicom.associate_timeout_s` of connecting; on an association, the next
   complete PDU within `dicom.pdu_timeout_s` (except while the agent itself is working on a request);
 - size: the P-DATA of one object at most `dicom.max_object_bytes` (plus PDU overhead) before the connection is cut,
@@ -49,6 +50,7 @@ class Limits:
     pdu_timeout_s: float = 60.0
     max_object_bytes: int = 1024 * 1024 * 1024
     networks: tuple = ()  # allowed peer networks; empty = any address
+    hosts: frozenset[str] = frozenset()  # single addresses in dicom.allowed_peers: known peers from the start
 
 
 @dataclass
@@ -102,7 +104,8 @@ class ConnectionGuard:
             return (f"{same_peer} connections from this address already open "
                     f"(dicom.max_associations_per_peer = {lim.max_associations_per_peer})")
         waiting = sum(1 for c in self._conns.values() if not c.requested)
-        spare = 0 if address in self._known else 1  # one place kept for a peer that has associated before
+        known = address in self._known or address in lim.hosts
+        spare = 0 if known else 1  # one place kept for a peer that has associated before, or is listed by address
         if waiting >= lim.max_associations - spare:
             return (f"{waiting} connections have not yet completed an association request "
                     f"(dicom.max_associations = {lim.max_associations}"

@@ -52,9 +52,11 @@ class PeerPolicy:
 
 
 def limits_from_config(cfg: DicomConfig) -> Limits:
+    networks = PeerPolicy.from_config(cfg).networks
+    hosts = frozenset(str(n.network_address) for n in networks if n.num_addresses == 1)
     return Limits(max_associations=cfg.max_associations, max_associations_per_peer=cfg.max_associations_per_peer,
                   associate_timeout_s=cfg.associate_timeout_s, pdu_timeout_s=cfg.pdu_timeout_s,
-                  max_object_bytes=cfg.max_object_bytes, networks=PeerPolicy.from_config(cfg).networks)
+                  max_object_bytes=cfg.max_object_bytes, networks=networks, hosts=hosts)
 
 
 def handle_conn_open(event, guard: ConnectionGuard, intake: DicomIntake) -> None:
