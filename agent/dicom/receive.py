@@ -147,17 +147,16 @@ def read_received_file(path: Path, max_object_bytes: int) -> Dataset:
 
 
 def _read(fp, ts: UID) -> Dataset:
-    start = fp.tell()
     budget = _Budget(fp, HEADER_BYTES_MAX)
     ds = read_dataset(budget, ts.is_implicit_VR, ts.is_little_endian, stop_when=_at_pixel_data,
                       defer_size=DEFER_BYTES)
     ds.set_original_encoding(ts.is_implicit_VR, ts.is_little_endian)
-    _resolve_deferred(ds, budget, start)
+    _resolve_deferred(ds, budget)
     check_nesting(ds)
     return ds
 
 
-def _resolve_deferred(ds: Dataset, budget: _Budget, start: int) -> None:
+def _resolve_deferred(ds: Dataset, budget: _Budget) -> None:
     """Values skipped for their length: sequences are read (within the budget), anything else is dropped."""
     for tag, elem in list(ds._dict.items()):
         if not isinstance(elem, RawDataElement) or elem.value is not None or elem.length in (0, 0xFFFFFFFF):

@@ -162,7 +162,9 @@ def _store(event, intake: DicomIntake, origin: str, max_object_bytes: int) -> in
         if path is not None:
             ds = read_received_file(path, max_object_bytes)
         else:
-            ds = read_headers(event.request.DataSet, event.context.transfer_syntax, max_object_bytes)
+            stream = event.request.DataSet
+            stream.seek(0)
+            ds = read_headers(stream, event.context.transfer_syntax, max_object_bytes)
             ds.file_meta = event.file_meta
     except ObjectTooLarge as exc:
         # Out of Resources (PS3.4 Table B.2-1): the sender keeps the object; raising the bound admits it on retry.
