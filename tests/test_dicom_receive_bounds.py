@@ -68,3 +68,19 @@ def test_object_over_the_bound_is_refused_before_reading(tmp_path):
     path = write_large_xa(tmp_path / "big.dcm", mib=3)
     with pytest.raises(ObjectTooLarge, match="more than dicom.max_object_bytes"):
         read_received_file(path, max_object_bytes=2 * MIB)
+
+
+def test_watched_folder_files_are_read_within_the_same_bounds(tmp_path):
+    from agent.dicom.receive import read_file_headers
+    from tests import dicom_factory as factory
+    from tests.large_objects import _body
+
+    bomb = write_deflate_bomb(tmp_path / "bomb.dcm", inflated_mib=256)
+    with pytest.raises(ObjectTooLarge):
+        read_file_headers(bomb, max_object_bytes=64 * MIB)
+    bare = tmp_path / "bare.dcm"  # a data set without preamble or file meta, as some exporters write
+    bare.write_bytes(_body(factory.make_dx()))
+    ds = read_file_headers(bare, max_object_bytes=64 * MIB)
+    assert ds.Modality == "DX" and "PixelData" not in ds
+    with pytest.raises(ObjectTooLarge):
+        read_file_headers(bare, max_object_bytes=100)

@@ -190,3 +190,21 @@ def check_nesting(ds: Dataset, depth: int = 0) -> None:
             raise NestingTooDeep(f"sequences nested deeper than {MAX_NESTING} levels")
         for item in ds[tag].value or ():
             check_nesting(item, depth + 1)
+
+
+def read_file_headers(path: Path, max_object_bytes: int) -> Dataset:
+    """A file from a watched folder, within the same bounds: a Part 10 file as a received object; a bare data set
+    (no preamble, some exporters write them) with pydicom's own guess of its encoding, values over DEFER_BYTES left
+    unread and nothing from the pixel data on (a bare data set cannot be deflated: that needs the file meta)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fp:
+        part10 = fp.read(132)[128:] == b"DICM"
+    if part10:
+        return read_received_file(path, max_object_bytes)
+    if size > max_object_bytes:
+        raise ObjectTooLarge(size, max_object_bytes, inflated=False)
+    from pydicom import dcmread
+
+    ds = dcmread(path, force=True, defer_size=DEFER_BYTES, stop_before_pixels=True)
+    check_nesting(ds)
+    return ds
