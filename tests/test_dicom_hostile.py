@@ -215,3 +215,27 @@ def test_long_value_before_the_pixel_data_stays_within_memory(hostile_agent, sub
     assert status == "0x0000"
     assert "skipped unread" in agent.log()
     wait_for(lambda: subscriber.snapshot("/exposure"), 30, "the object's exposure event")
+
+
+def test_an_association_trickling_a_pdu_is_closed_after_pdu_timeout(hostile_agent):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    agent = hostile_agent(pdu_timeout_s=3)
+    ae = AE(ae_title=MODALITY_AET)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", agent.dicom_port, ae_title=AGENT_AET)
+    assert assoc.is_established
+    sock = assoc.dul.socket.socket
+    with Watch(agent) as watch:
+        # A P-DATA-TF PDU announcing 64 KiB, then one byte a second: never complete.
+        sock.sendall(b"\x04\x00\x00\x01\x00\x00")
+        for _ in range(8):
+            try:
+                sock.sendall(b"\x00")
+            except OSError:
+                break
+            time.sleep(1)
+    watch.assert_held()
+    assert "closed: no complete PDU within 3 s (dicom.pdu_timeout_s)" in agent.log()
+    assoc.abort()
