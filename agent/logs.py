@@ -56,22 +56,31 @@ class RepeatLimiter:
 
     def log(self, logger: logging.Logger, level: int, cause: object, msg: str, *args: object) -> bool:
         """Log now if this cause is new (returns True), else count it for the window's summary line."""
+        if not self._count(cause, logger, level, msg, args):
+            return False
+        logger.log(level, msg + " (repeats are counted once a minute)", *args)
+        return True
+
+    def _count(self, cause: object, logger: logging.Logger, level: int, msg: str, args: tuple) -> bool:
+        """True when `cause` starts a window (emit now), False when this one is counted in the current window. Once
+        MAX_CAUSES are tracked, further new causes share one bucket, so many distinct causes cannot flood either."""
         now = self._clock()
         with self._lock:
             entry = self._causes.get(cause)
             if entry is not None and now >= entry[2]:
                 self._report(cause, entry, now)
                 entry = self._causes.get(cause)
+            if entry is None and len(self._causes) >= MAX_CAUSES:
+                self._expire(now)
+                if len(self._causes) >= MAX_CAUSES:
+                    cause = _OVERFLOW
+                    entry = self._causes.get(cause)
             if entry is not None:
                 entry[3] += 1
                 entry[4], entry[5] = msg, args
                 return False
-            if len(self._causes) >= MAX_CAUSES:
-                self._expire(now)
-            if len(self._causes) < MAX_CAUSES:
-                self._causes[cause] = [logger, level, now + self.window_s, 0, msg, args]
-        logger.log(level, msg + " (repeats are counted once a minute)", *args)
-        return True
+            self._causes[cause] = [logger, level, now + self.window_s, 0, msg, args]
+            return True
 
     def flush(self) -> None:
         """Report every window that has ended."""
@@ -95,23 +104,11 @@ class RepeatLimiter:
     def admit(self, record: logging.LogRecord) -> bool:
         """For a logging filter: True to emit the record now (new cause), False when it is counted instead. The cause
         is the record's logger, level and message template."""
-        cause = ("record", record.name, record.levelno, str(record.msg))
-        now = self._clock()
-        with self._lock:
-            entry = self._causes.get(cause)
-            if entry is not None and now >= entry[2]:
-                self._report(cause, entry, now)
-                entry = self._causes.get(cause)
-            if entry is not None:
-                entry[3] += 1
-                entry[4], entry[5] = str(record.msg), record.args or ()
-                return False
-            if len(self._causes) < MAX_CAUSES:
-                self._causes[cause] = [logging.getLogger(record.name), record.levelno, now + self.window_s, 0,
-                                       str(record.msg), record.args or ()]
-        return True
+        return self._count(("record", record.name, record.levelno, str(record.msg)), logging.getLogger(record.name),
+                           record.levelno, str(record.msg), record.args or ())
 
 
+_OVERFLOW = ("too many distinct causes",)
 SUMMARY_MARK = "xray_agent_repeat_summary"
 
 

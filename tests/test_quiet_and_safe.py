@@ -131,3 +131,15 @@ def test_library_log_floods_are_limited_by_a_filter(caplog):
     assert lines == ["The received PDU is shorter than expected (0 of 100 bytes received)",
                      "499 more in the last 60 s, latest: The received PDU is shorter than expected (499 of 100 bytes "
                      "received)"]
+
+
+def test_many_distinct_causes_share_one_bucket_beyond_the_cap(caplog):
+    from agent.logs import MAX_CAUSES
+
+    now = [0.0]
+    limiter = RepeatLimiter(window_s=60, clock=lambda: now[0])
+    log = logging.getLogger("distinct")
+    with caplog.at_level(logging.WARNING, "distinct"):
+        for i in range(MAX_CAUSES + 5000):
+            limiter.log(log, logging.WARNING, ("junk file", i), "cannot interpret file %d", i)
+    assert len(caplog.records) == MAX_CAUSES + 1  # each tracked cause once, then one line for all the rest
