@@ -15,6 +15,7 @@ from agent.qc.cli import add_qc_commands
 DEFAULT_CONFIG = Path("/etc/xray-agent/agent.toml")
 PRIVATE_UMASK = 0o077  # the running agent's files: its user only
 EXIT_CONFIG = 2  # a config the agent cannot use: fix the file, do not restart in a loop (systemd RestartPreventExitStatus)
+EXIT_RUNNING = 1  # another agent already runs on this outbox
 
 
 def _load_or_exit(path: Path) -> Config:
@@ -27,7 +28,10 @@ def _load_or_exit(path: Path) -> Config:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load_or_exit(args.config)
+    from agent.listeners import listen_problems
+
     errors, warnings = check_files(cfg)
+    errors += listen_problems(cfg, ports=False)  # the ports may be the running agent's own: `run` checks them
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
     for line in errors:
@@ -40,20 +44,41 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Exit 2 on any configuration error (systemd does not restart on it), 1 when another agent holds the outbox."""
     from agent.daemon import build_agent
+    from agent.instance import AlreadyRunning, InstanceLock
+    from agent.listeners import BIND_ERRNOS, listen_problems
     from agent.logs import setup_logging
 
     cfg = _load_or_exit(args.config)
+    try:  # before the broker and any port: a second agent must not knock the first off either
+        lock = InstanceLock(cfg.outbox.path.parent).acquire()
+    except AlreadyRunning as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_RUNNING
+    except OSError as exc:
+        print(f"error: outbox.path: cannot use the state folder {cfg.outbox.path.parent}: {exc.strerror}",
+              file=sys.stderr)
+        return EXIT_CONFIG
     setup_logging(args.log_level or cfg.logging.level)
     errors, warnings = check_files(cfg)
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
+    errors += listen_problems(cfg, ports=True)
     if errors:
         for line in errors:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_CONFIG
     os.umask(PRIVATE_UMASK)  # whatever else the agent writes is its own too (state files set their modes anyway)
-    build_agent(cfg).run()
+    try:
+        build_agent(cfg).run()
+    except OSError as exc:
+        if exc.errno not in BIND_ERRNOS:
+            raise
+        print(f"error: cannot listen: {exc} (check dicom.bind/port and web.bind/port)", file=sys.stderr)
+        return EXIT_CONFIG  # a port taken between the check above and the listener's start
+    finally:
+        lock.release()
     return 0
 
 

@@ -141,6 +141,15 @@ class DicomConfig(Section):
     retain_raw_dir: Path | None = Field(None, description="Keep received objects here (off when unset).")
     retain_raw_max_bytes: int = Field(2048 * MIB, ge=0)
     include_age_sex: bool = Field(True, description="Publish patient age (whole years, capped at 90) and sex.")
+    max_associations: int = Field(16, ge=1, le=256, description="Associations at once (and, apart, connections "
+                                  "still to send their association request).")
+    max_associations_per_peer: int = Field(4, ge=1, le=256, description="Connections at once from one address.")
+    associate_timeout_s: float = Field(10.0, gt=0, le=300, description="A connection must send its complete "
+                                       "association request within this time.")
+    pdu_timeout_s: float = Field(60.0, gt=0, le=3600, description="On an association, the next complete PDU must "
+                                 "arrive within this time (idle associations end after it too).")
+    max_object_bytes: int = Field(1024 * MIB, ge=MIB, description="Largest data set accepted (inflated size for the "
+                                  "deflated transfer syntax); larger ones get Out of Resources (0xA700).")
     folder: FolderIntakeConfig | None = None
 
     @field_validator("allowed_peers")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from agent import __version__
 from agent.config import Config
 from agent.dose.monitor import DoseMonitor, dose_monitor
+from agent.logs import REPEATS
 from agent.health.wiring import Operations, add_endpoints, add_reporting
 from agent.outbox import Outbox
 from agent.pseudonym import load_secret
@@ -69,6 +70,7 @@ def build_agent(cfg: Config) -> Agent:
     add_qc_page(qc, ops.web)
     supervisor.every_tick(publisher.check_status)
     supervisor.every_tick(_maintainer(outbox))
+    supervisor.every_tick(REPEATS.flush)  # the once-a-minute counts of rate-limited log lines
     return Agent(cfg, secret, outbox, publisher, sink, supervisor, dose, ops)
 
 

@@ -43,6 +43,7 @@ ETC="$ROOT/etc/xray-agent"
 STATE="$ROOT/var/lib/xray-agent"
 LOGS="$ROOT/var/log/xray-agent"
 UNIT="$ROOT/etc/systemd/system/xray-agent.service"
+MODULES="$ROOT/etc/modules-load.d/xray-agent.conf"  # USB serial drivers at boot: the unit's DeviceAllow needs them
 LINK="$ROOT/usr/local/bin/xray-agent"
 AS_ROOT=1
 [ "$(id -u)" -eq 0 ] || AS_ROOT=0
@@ -160,7 +161,9 @@ install_state() {
 
 install_unit() {
   install -D -m 0644 "$SOURCE/systemd/xray-agent.service" "$UNIT"
+  install -D -m 0644 "$SOURCE/systemd/xray-agent-modules.conf" "$MODULES"
   if systemd_running; then
+    modprobe -a usbserial cdc_acm 2>/dev/null || echo "==> note: could not load usbserial/cdc_acm now; they load at boot"
     systemctl daemon-reload
     systemctl enable xray-agent.service >/dev/null
     if systemctl is-active --quiet xray-agent.service; then
@@ -206,7 +209,7 @@ do_uninstall() {
   if systemd_running; then
     systemctl disable --now xray-agent.service 2>/dev/null || true
   fi
-  rm -f "$UNIT"
+  rm -f "$UNIT" "$MODULES"
   if systemd_running; then systemctl daemon-reload; fi
   [ "$(readlink "$LINK" 2>/dev/null)" != /opt/xray-agent/venv/bin/xray-agent ] || rm -f "$LINK"
   rm -rf "$PREFIX"

@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import sqlite_utils
-from pydicom import dcmread
 
 from agent.config import FolderIntakeConfig
 from agent.dicom.intake import DicomIntake
+from agent.dicom.receive import ObjectTooLarge, read_file_headers
 from agent.dicom.statuses import CANNOT_UNDERSTAND, SUCCESS
 from agent.privacy.files import private_sqlite
 from agent.pseudonym import make_ref
@@ -46,9 +46,11 @@ class FolderWatcher(ThreadService):
     thread_name = "dicom-folder"
     stop_timeout_s = 5.0
 
-    def __init__(self, cfg: FolderIntakeConfig, intake: DicomIntake, state_path: Path):
+    def __init__(self, cfg: FolderIntakeConfig, intake: DicomIntake, state_path: Path,
+                 max_object_bytes: int = 1024 * 1024 * 1024):
         super().__init__()
         self.cfg = cfg
+        self.max_object_bytes = max_object_bytes  # dicom.max_object_bytes
         self.intake = intake
         self.state_path = Path(state_path)
         self._seen: dict[Path, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, first seen unchanged at)
@@ -150,9 +152,12 @@ class FolderWatcher(ThreadService):
 
     def _process(self, path: Path) -> int:
         origin = self.label(path)
-        raw = path.read_bytes
+        raw = lambda: path  # noqa: E731 - a quarantine/retention copy is copied from the file, not read into memory
         try:
-            ds = dcmread(path, force=True)
+            # Headers only, within the listener's bounds (agent/dicom/receive.py): size, inflated size, nesting.
+            ds = read_file_headers(path, self.max_object_bytes)
+        except ObjectTooLarge as exc:
+            return self.intake.handle_undecodable(raw, str(exc), origin)  # handled once: a retry cannot shrink it
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets a clear answer, not a crash
             return self.intake.handle_undecodable(raw, f"cannot read file: {type(exc).__name__}", origin)
         return self.intake.handle(ds, raw, origin)

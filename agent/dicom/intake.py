@@ -23,6 +23,7 @@ from pydicom import Dataset
 from agent.dicom.extract import ExtractContext, ExtractionError, extract
 from agent.dicom.quarantine import BoundedFolder
 from agent.dicom.statuses import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS
+from agent.logs import log_repeated
 from agent.outbox import OutboxError, OutboxFull
 from agent.payloads.base import Envelope, utc_now
 from agent.privacy.policy import NOT_IN_CATALOG, SCREENED, TextPolicy, TimeResolution, coarsen_times
@@ -141,8 +142,9 @@ class DicomIntake:
                 where = self.quarantine.put(raw(), reason, note=f"from {origin}: {reason}")
             except Exception as exc:  # noqa: BLE001 - a failed copy must not change the answer to the sender
                 log.error("could not write quarantine copy: %s", exc)
-        log.warning("cannot interpret object from %s: %s; answered Cannot Understand%s", origin, reason,
-                    f", kept as {where}" if where else "")
+        log_repeated(log, logging.WARNING, ("cannot interpret", origin),
+                     "cannot interpret object from %s: %s; answered Cannot Understand%s", origin, reason,
+                     f", kept as {where}" if where else "")
         return CANNOT_UNDERSTAND
 
     def _refuse(self, exc: OutboxError, origin: str) -> int:

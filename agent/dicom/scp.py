@@ -1,37 +1,41 @@
 """The C-STORE SCP (with C-ECHO) the modality sends a copy of every object to.
 
 Handlers are plain functions with their dependencies bound explicitly (pynetdicom's evt_handlers arguments); the
-server runs in pynetdicom's threads (`start_server(block=False)`) and `stop()` shuts it down.
+server runs in pynetdicom's threads (`start_server(block=False)`) and `stop()` shuts it down. Objects are received to
+a temporary file (pynetdicom's STORE_RECV_CHUNKED_DATASET: `event.dataset_path`, a Part 10 file pynetdicom deletes
+after the handler returns) and only their headers are read (agent/dicom/receive.py); the guard
+(agent/dicom/guard.py) bounds who holds connections, for how long and how much they send.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import zlib
 from dataclasses import dataclass
-from io import BytesIO
+from pathlib import Path
 
-from pydicom import Dataset
-from pydicom.filereader import read_dataset
-from pydicom.tag import BaseTag
-from pydicom.uid import UID
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification
 
 from agent.config import DicomConfig
+from agent.dicom.guard import ConnectionGuard, Limits, close_now
 from agent.dicom.intake import DicomIntake
+from agent.dicom.receive import PIXEL_DATA_FIRST_TAG, ObjectTooLarge, read_headers, read_received_file
 from agent.dicom.statuses import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS
+from agent.logs import log_repeated
 
 log = logging.getLogger(__name__)
 
-# A-ASSOCIATE-RJ fields (PS3.8 9.3.4): rejected-permanent, by the DICOM UL service user.
-REJECT_PERMANENT, SOURCE_SERVICE_USER = 0x01, 0x01
+# A-ASSOCIATE-RJ fields (PS3.8 9.3.4): result 1 rejected-permanent / 2 rejected-transient; source 1 DICOM UL
+# service-user, 3 DICOM UL service-provider (presentation related function).
+REJECT_PERMANENT, REJECT_TRANSIENT = 0x01, 0x02
+SOURCE_SERVICE_USER, SOURCE_PROVIDER_PRESENTATION = 0x01, 0x03
 DIAG_NO_REASON = 0x01
+DIAG_LOCAL_LIMIT_EXCEEDED = 0x02  # with source 3
+# Service-user diagnostics pynetdicom sends for its own AE title checks.
+DIAG_CALLING_AET, DIAG_CALLED_AET = 0x03, 0x07
 MAX_PDU_BYTES = 1024 * 1024  # larger PDUs cut per-PDU overhead for 18 MB images; peers may still send smaller ones
-# (7FE0,0008) Float Pixel Data, (7FE0,0009) Double Float Pixel Data, (7FE0,0010) Pixel Data and whatever follows
-# (trailing padding, signatures): bulk data extraction never reads. pydicom's stop_before_pixels stops at the same tags.
-PIXEL_DATA_FIRST_TAG = 0x7FE00008
+DIMSE_TIMEOUT_S = 30.0  # pynetdicom's default, stated: the wait for a DIMSE message once one has begun
 
 
 @dataclass(frozen=True)
@@ -46,42 +50,78 @@ class PeerPolicy:
         return cls(frozenset(cfg.allowed_calling_aets),
                    tuple(ipaddress.ip_network(n, strict=False) for n in cfg.allowed_peers))
 
-    def refusal(self, address: str) -> str | None:
-        """None when the peer address is allowed, else the reason for the log."""
-        if self.networks:
-            try:
-                ip = ipaddress.ip_address(address)
-            except ValueError:
-                return f"peer address {address!r} is not an IP address"
-            if not any(ip in net for net in self.networks):
-                return f"peer {address} is not in dicom.allowed_peers"
-        return None
+
+def limits_from_config(cfg: DicomConfig) -> Limits:
+    networks = PeerPolicy.from_config(cfg).networks
+    hosts = frozenset(str(n.network_address) for n in networks if n.num_addresses == 1)
+    return Limits(max_associations=cfg.max_associations, max_associations_per_peer=cfg.max_associations_per_peer,
+                  associate_timeout_s=cfg.associate_timeout_s, pdu_timeout_s=cfg.pdu_timeout_s,
+                  max_object_bytes=cfg.max_object_bytes, networks=networks, hosts=hosts)
 
 
-def handle_requested(event, policy: PeerPolicy, intake: DicomIntake) -> None:
-    """EVT_REQUESTED: reject peers outside dicom.allowed_peers before any data is exchanged.
-
-    The calling AE title allow-list is pynetdicom's own `require_calling_aet` check (A-ASSOCIATE-RJ with
-    "calling AE title not recognised"); handle_rejected logs those."""
-    requestor = event.assoc.requestor
-    reason = policy.refusal(requestor.address)
+def handle_conn_open(event, guard: ConnectionGuard, intake: DicomIntake) -> None:
+    """EVT_CONN_OPEN: refuse a connection the guard's rules do not allow, before any PDU is read from it."""
+    address = event.address[0]
+    reason = guard.opened(event.assoc, address)
     if reason is not None:
         intake.counters.add(associations_rejected=1)
+        log_repeated(log, logging.WARNING, ("refused", reason.split(" ", 1)[0], address),
+                     "refused DICOM connection from %s: %s", address, reason)
+        close_now(event.assoc)
+
+
+def handle_conn_close(event, guard: ConnectionGuard) -> None:
+    guard.closed(event.assoc)
+
+
+def handle_pdu_recv(event, guard: ConnectionGuard) -> None:
+    guard.pdu_received(event.assoc, event.pdu)
+
+
+def handle_accepted(event, guard: ConnectionGuard) -> None:
+    guard.accepted(event.assoc)
+
+
+def handle_requested(event, guard: ConnectionGuard, intake: DicomIntake) -> None:
+    """EVT_REQUESTED: reject with local-limit-exceeded when every association slot is taken (PS3.8 9.3.4).
+
+    The AE title allow-lists are pynetdicom's own checks (require_calling_aet / require_called_aet), logged by
+    handle_rejected with the reason pynetdicom gave."""
+    reason = guard.requested(event.assoc)
+    if reason is not None:
+        requestor = event.assoc.requestor
+        intake.counters.add(associations_rejected=1)
         # At EVT_REQUESTED the calling AE title is only in the request primitive, not yet in requestor.ae_title.
-        log.warning("rejected association from %s@%s: %s", requestor.primitive.calling_ae_title,
-                    requestor.address, reason)
-        event.assoc.acse.send_reject(REJECT_PERMANENT, SOURCE_SERVICE_USER, DIAG_NO_REASON)
+        log_repeated(log, logging.WARNING, ("slots", requestor.address),
+                     "rejected association from %s@%s: %s", requestor.primitive.calling_ae_title,
+                     requestor.address, reason)
+        event.assoc.acse.send_reject(REJECT_TRANSIENT, SOURCE_PROVIDER_PRESENTATION, DIAG_LOCAL_LIMIT_EXCEEDED)
 
 
-def handle_rejected(event, intake: DicomIntake) -> None:
-    """EVT_REJECTED: log and count associations pynetdicom rejected (unknown calling or called AE title)."""
-    requestor = event.assoc.requestor
-    if event.assoc.acceptor.primitive is not None and event.assoc.acceptor.primitive.diagnostic == DIAG_NO_REASON:
-        return  # our own peer-address rejection, already logged
+def rejection_reason(result: int | None, source: int | None, diagnostic: int | None, calling: str, called: str,
+                     our_aet: str) -> str:
+    """The real reason of an A-ASSOCIATE-RJ, for the log."""
+    if source == SOURCE_SERVICE_USER and diagnostic == DIAG_CALLING_AET:
+        return f"calling AE title {calling!r} is not in dicom.allowed_calling_aets"
+    if source == SOURCE_SERVICE_USER and diagnostic == DIAG_CALLED_AET:
+        return f"the sender calls AE title {called!r}; ours is {our_aet!r} (dicom.ae_title)"
+    if source == SOURCE_PROVIDER_PRESENTATION and diagnostic == DIAG_LOCAL_LIMIT_EXCEEDED:
+        return "all association slots in use (dicom.max_associations)"
+    return f"result {result}, source {source}, reason {diagnostic} (PS3.8 table 9-21)"
+
+
+def handle_rejected(event, intake: DicomIntake, our_aet: str) -> None:
+    """EVT_REJECTED: log and count associations pynetdicom rejected, with the reason it rejected them for."""
+    requestor, answer = event.assoc.requestor, event.assoc.acceptor.primitive
+    if answer is not None and (answer.result_source, answer.diagnostic) == (SOURCE_PROVIDER_PRESENTATION,
+                                                                            DIAG_LOCAL_LIMIT_EXCEEDED):
+        return  # our own slot rejection, already logged
     intake.counters.add(associations_rejected=1)
-    log.warning("rejected association from %s@%s to AE title %s: not in dicom.allowed_calling_aets, or the "
-                "modality calls another AE title", requestor.ae_title, requestor.address,
-                requestor.primitive.called_ae_title if requestor.primitive else "?")
+    called = requestor.primitive.called_ae_title if requestor.primitive else "?"
+    reason = rejection_reason(getattr(answer, "result", None), getattr(answer, "result_source", None),
+                              getattr(answer, "diagnostic", None), requestor.ae_title, called, our_aet)
+    log_repeated(log, logging.WARNING, ("rejected", requestor.address, reason),
+                 "rejected association from %s@%s: %s", requestor.ae_title, requestor.address, reason)
 
 
 def handle_echo(event) -> int:
@@ -89,33 +129,49 @@ def handle_echo(event) -> int:
     return SUCCESS
 
 
-def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag >= PIXEL_DATA_FIRST_TAG
+def handle_store(event, intake: DicomIntake, guard: ConnectionGuard | None = None,
+                 max_object_bytes: int = 1 << 62) -> int:
+    """EVT_C_STORE: answer Success only once the object's events are durable; never raise.
 
-
-def read_headers(stream: BytesIO, transfer_syntax: UID) -> Dataset:
-    """The received data set up to its pixel data, as extraction needs it (parsing stays lazy, as pydicom's).
-
-    pynetdicom's `event.dataset` would read everything, copying the pixel data (18 MB for a large DX image) only for
-    extraction to ignore it; the received bytes themselves stay available for quarantine and retention."""
-    if transfer_syntax.is_deflated:
-        stream = BytesIO(zlib.decompress(stream.getvalue(), -zlib.MAX_WBITS))
-    stream.seek(0)
-    ds = read_dataset(stream, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian,
-                      stop_when=_at_pixel_data)
-    ds.set_original_encoding(transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian)
-    return ds
-
-
-def handle_store(event, intake: DicomIntake) -> int:
-    """EVT_C_STORE: answer Success only once the object's events are durable; never raise."""
+    The received object is the Part 10 file at `event.dataset_path` (chunked receive); without chunked receive
+    (pynetdicom's default) the data set bytes in `event.request.DataSet`."""
     requestor = event.assoc.requestor
     origin = f"{requestor.ae_title}@{requestor.address}"
     intake.counters.seen(requestor.ae_title)
-    raw = lambda: event.encoded_dataset(include_meta=True)  # noqa: E731 - only read for quarantine/retention
+    if guard is None:
+        return _store(event, intake, origin, max_object_bytes)
+    with guard.working(event.assoc):
+        return _store(event, intake, origin, max_object_bytes)
+
+
+def received_path(event) -> Path | None:
+    """The received object as a Part 10 file (preamble, file meta, data set as received), when chunked."""
     try:
-        ds = read_headers(event.request.DataSet, event.context.transfer_syntax)
-        ds.file_meta = event.file_meta
+        return Path(event.dataset_path)
+    except AttributeError:
+        return None
+
+
+def _store(event, intake: DicomIntake, origin: str, max_object_bytes: int) -> int:
+    path = received_path(event)
+    if path is not None:
+        raw = lambda: path  # noqa: E731 - quarantine/retention copy the file without reading it into memory
+    else:
+        raw = lambda: event.encoded_dataset(include_meta=True)  # noqa: E731
+    try:
+        if path is not None:
+            ds = read_received_file(path, max_object_bytes)
+        else:
+            stream = event.request.DataSet
+            stream.seek(0)
+            ds = read_headers(stream, event.context.transfer_syntax, max_object_bytes)
+            ds.file_meta = event.file_meta
+    except ObjectTooLarge as exc:
+        # Out of Resources (PS3.4 Table B.2-1): the sender keeps the object; raising the bound admits it on retry.
+        intake.counters.add(received=1, refused=1)
+        log_repeated(log, logging.WARNING, ("too large", origin), "object from %s refused with Out of Resources: %s",
+                     origin, exc)
+        return OUT_OF_RESOURCES
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed bytes
         return intake.handle_undecodable(raw, f"cannot decode data set: {type(exc).__name__}", origin)
     try:
@@ -132,6 +188,7 @@ class StorageSCP:
         self.cfg = cfg
         self.intake = intake
         self.policy = PeerPolicy.from_config(cfg)
+        self.guard: ConnectionGuard | None = None
         self._server = None
 
     def _make_ae(self) -> AE:
@@ -139,19 +196,33 @@ class StorageSCP:
         ae.require_called_aet = True  # a modality configured for another node's AE title is a wiring mistake
         ae.require_calling_aet = sorted(self.policy.calling_aets)
         ae.maximum_pdu_size = MAX_PDU_BYTES
-        ae.maximum_associations = 16
+        # pynetdicom counts every connection, requested or not, against its own limit; the guard keeps the real
+        # books (associations and waiting connections apart), so pynetdicom's is the sum of both.
+        ae.maximum_associations = 2 * self.cfg.max_associations
+        ae.acse_timeout = self.cfg.associate_timeout_s
+        ae.dimse_timeout = DIMSE_TIMEOUT_S
+        ae.network_timeout = self.cfg.pdu_timeout_s  # idle associations end after this, as in the guard
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         return ae
 
     def start(self) -> None:
-        handlers = [(evt.EVT_REQUESTED, handle_requested, [self.policy, self.intake]),
-                    (evt.EVT_REJECTED, handle_rejected, [self.intake]),
+        # Objects go to a temporary file as they arrive (memory does not grow with object size); a process-wide
+        # pynetdicom switch, and this listener is the process's only SCP.
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        self.guard = ConnectionGuard(limits_from_config(self.cfg))
+        handlers = [(evt.EVT_CONN_OPEN, handle_conn_open, [self.guard, self.intake]),
+                    (evt.EVT_CONN_CLOSE, handle_conn_close, [self.guard]),
+                    (evt.EVT_PDU_RECV, handle_pdu_recv, [self.guard]),
+                    (evt.EVT_REQUESTED, handle_requested, [self.guard, self.intake]),
+                    (evt.EVT_ACCEPTED, handle_accepted, [self.guard]),
+                    (evt.EVT_REJECTED, handle_rejected, [self.intake, self.cfg.ae_title]),
                     (evt.EVT_C_ECHO, handle_echo),
-                    (evt.EVT_C_STORE, handle_store, [self.intake])]
+                    (evt.EVT_C_STORE, handle_store, [self.intake, self.guard, self.cfg.max_object_bytes])]
         self._server = self._make_ae().start_server((self.cfg.bind, self.cfg.port), block=False,
                                                     evt_handlers=handlers)
+        self.guard.start()
         log.info("DICOM listener %s on %s:%d (calling AE titles: %s)", self.cfg.ae_title, self.cfg.bind,
                  self.cfg.port, ", ".join(sorted(self.policy.calling_aets)) or "any")
 
@@ -159,6 +230,8 @@ class StorageSCP:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        if self.guard is not None:
+            self.guard.stop()
 
     def alive(self) -> bool:
         """True while the listening socket is open (pynetdicom keeps its accept thread for the socket's life)."""
@@ -166,4 +239,4 @@ class StorageSCP:
 
 
 __all__ = ["StorageSCP", "PeerPolicy", "read_headers", "handle_store", "handle_echo", "handle_requested",
-           "CANNOT_UNDERSTAND"]
+           "CANNOT_UNDERSTAND", "PIXEL_DATA_FIRST_TAG"]

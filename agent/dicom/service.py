@@ -35,7 +35,7 @@ def dicom_services(cfg: Config, sink: Sink, secret: bytes, derive: Derive | None
     services: list[tuple[str, object]] = []
     if cfg.dicom.folder is not None:
         state = cfg.outbox.path.parent / FOLDER_STATE_FILE
-        services.append(("dicom-folder", FolderWatcher(cfg.dicom.folder, intake, state)))
+        services.append(("dicom-folder", FolderWatcher(cfg.dicom.folder, intake, state, cfg.dicom.max_object_bytes)))
     if cfg.dicom.enabled:
         services.append(("dicom-listener", StorageSCP(cfg.dicom, intake)))
     return services

@@ -52,6 +52,9 @@ def run_doctor(config_path: Path, service_user: str = "xray-agent", emit: Callab
     report(results)
     report(check_secrets(cfg, user))
     report(check_serial(cfg, user))
+    if cfg.instruments:
+        from agent.doctor.hotplug import check_this_machine
+        report([check_this_machine()])
     if cfg.dicom.enabled:
         report([check_port("dicom port", cfg.dicom.bind, cfg.dicom.port, "dicom.port")])
     if cfg.web.enabled:

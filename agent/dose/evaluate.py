@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
-from agent.dose.rules import CumulativeThreshold, DeviationIndexBands, DoseRules, DrlRule, compile_pattern
+from agent.dose.rules import CumulativeThreshold, DeviationIndexBands, DoseRules, DrlRule, TextPattern, compile_pattern
 from agent.payloads.dose import DoseAlert
 from agent.payloads.exposure import DoseSummary, ExposureEvent
 
@@ -43,10 +42,10 @@ class Finding:
 @dataclass(frozen=True)
 class CompiledRule:
     rule: DrlRule
-    protocol: tuple[re.Pattern[str], ...]
-    body_part: tuple[re.Pattern[str], ...]
-    view: tuple[re.Pattern[str], ...]
-    modality: tuple[re.Pattern[str], ...]
+    protocol: tuple[TextPattern, ...]
+    body_part: tuple[TextPattern, ...]
+    view: tuple[TextPattern, ...]
+    modality: tuple[TextPattern, ...]
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class MatchKey:
                    event.patient_age_years)
 
 
-def _texts_match(patterns: tuple[re.Pattern[str], ...], value: str | None) -> bool:
+def _texts_match(patterns: tuple[TextPattern, ...], value: str | None) -> bool:
     """No patterns: anything matches. Patterns: a missing value never matches."""
     if not patterns:
         return True
@@ -187,9 +186,16 @@ def to_alert(finding: Finding, source: ExposureEvent | DoseSummary, *, study_eve
         acquired_at=event.acquired_at if event else source.irradiation_ended_at, received_at=source.received_at)
 
 
-def exposure_findings(event: ExposureEvent, rules: DoseRules, matcher: DrlMatcher) -> list[Finding]:
-    """Every per-exposure finding: the first matching DRL rule's levels, then the DI band."""
-    findings = drl_findings(matcher.first(MatchKey.of(event)), event.dap_gy_m2, event.entrance_dose_mgy)
+NOT_LOOKED_UP = object()
+
+
+def exposure_findings(event: ExposureEvent, rules: DoseRules, matcher: DrlMatcher | None,
+                      drl_rule: DrlRule | None | object = NOT_LOOKED_UP) -> list[Finding]:
+    """Every per-exposure finding: the first matching DRL rule's levels, then the DI band. `drl_rule`, when given
+    (None included), is that rule looked up beforehand (matcher.first), e.g. outside a lock."""
+    if drl_rule is NOT_LOOKED_UP:
+        drl_rule = matcher.first(MatchKey.of(event))
+    findings = drl_findings(drl_rule, event.dap_gy_m2, event.entrance_dose_mgy)
     di = di_finding(event.deviation_index, rules.deviation_index)
     return findings + ([di] if di else [])
 

@@ -33,7 +33,7 @@ from typing import Callable
 from zoneinfo import ZoneInfo
 
 from agent.dose import history as h
-from agent.dose.evaluate import DrlMatcher, crossed, di_band, exposure_findings, to_alert
+from agent.dose.evaluate import DrlMatcher, MatchKey, crossed, di_band, exposure_findings, to_alert
 from agent.dose.history import History, HistoryError, HistoryWriter
 from agent.dose.rules import DoseRules
 from agent.dose.state import StudyState, event_time
@@ -126,8 +126,11 @@ class DoseMonitor:
             return payloads
         ops: list[Op] = []
         try:
+            # DRL matching reads only the event's own texts: done before the lock, so one slow match (a long protocol
+            # name) never holds every other association's objects waiting.
+            drl_rules = {id(p): self.matcher.first(MatchKey.of(p)) for p in payloads if isinstance(p, ExposureEvent)}
             with self._lock:
-                derived = self._evaluate(payloads, object_key(payloads), ops)
+                derived = self._evaluate(payloads, object_key(payloads), ops, drl_rules)
                 if self.writer is not None:
                     self.writer.put(*ops)  # in decision order: the file's row order is the order received
         except Exception:  # noqa: BLE001 - a bug here must not stop the room's exposures from being stored
@@ -135,14 +138,16 @@ class DoseMonitor:
             return payloads
         return derived
 
-    def _evaluate(self, payloads: list[Envelope], key: str, ops: list[Op]) -> list[Envelope]:
+    def _evaluate(self, payloads: list[Envelope], key: str, ops: list[Op], drl_rules: dict[int, object]
+                  ) -> list[Envelope]:
         out: list[Envelope] = []
         alerts: list[DoseAlert] = []
         triggers: dict[str, ExposureEvent | DoseSummary] = {}
         for payload in payloads:
             if isinstance(payload, ExposureEvent):
+                drl_rule = drl_rules[id(payload)]
                 payload = self._record_exposure(payload, ops)
-                alerts += [to_alert(f, payload) for f in exposure_findings(payload, self.rules, self.matcher)]
+                alerts += [to_alert(f, payload) for f in exposure_findings(payload, self.rules, None, drl_rule)]
                 if payload.study_ref:
                     triggers[payload.study_ref] = payload  # the study's last event here raises its cumulative alerts
             elif isinstance(payload, DoseSummary) and payload.study_ref:

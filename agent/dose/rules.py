@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from functools import cached_property
+from functools import cached_property, lru_cache
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from agent.tomlfile import read_toml
@@ -167,18 +167,45 @@ class DoseRules(_Section):
         return self
 
 
-def compile_pattern(text: str, mode: MatchMode) -> re.Pattern[str]:
-    """One rule text as an anchored, case-insensitive regex (exact and glob are translated)."""
-    if mode == "exact":
-        source = re.escape(text.strip())
-    elif mode == "glob":
-        source = fnmatch.translate(text.strip())
-    else:
-        source = text
+class TextPattern(Protocol):
+    """A compiled rule text: `match(value)` is truthy when the whole value matches."""
+
+    def match(self, value: str) -> object: ...
+
+
+def compile_pattern(text: str, mode: MatchMode) -> TextPattern:
+    """One rule text as an anchored, case-insensitive pattern; ValueError naming the text when it cannot be compiled.
+
+    `regex` texts are compiled by RE2 (google-re2), whose matching time is linear in the text's length whatever the
+    pattern: the protocol name comes from the modality, and a pattern such as (a+)+b against a long name would hold
+    Python's backtracking engine for minutes, stalling every C-STORE behind it. RE2 has no backreferences or
+    lookaround; a text using them is refused at load with RE2's reason. `exact` and `glob` are translated into
+    Python patterns without nested repetition (fnmatch emulates atomic groups), so they cannot backtrack badly."""
+    if mode == "regex":
+        import re2  # only a rules file with regex texts needs it (its native library costs memory at idle)
+
+        try:
+            return re2.compile(rf"(?:{text})\z", _re2_options())
+        except re2.error as exc:
+            reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+            raise ValueError(f"bad pattern {text!r}: {reason} (regex rules use RE2 syntax: no backreferences or "
+                             "lookaround)") from None
+    source = re.escape(text.strip()) if mode == "exact" else fnmatch.translate(text.strip())
     try:
         return re.compile(rf"(?:{source})\Z", re.IGNORECASE | re.DOTALL)
     except re.error as exc:
         raise ValueError(f"bad pattern {text!r}: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def _re2_options():
+    import re2
+
+    options = re2.Options()
+    options.case_sensitive = False
+    options.dot_nl = True  # as re.DOTALL for glob: a protocol name never spans lines, but agree with the other modes
+    options.log_errors = False  # RE2 would print its parse errors to stderr; the ValueError carries them
+    return options
 
 
 def load_rules(path: Path | None) -> DoseRules:

@@ -12,6 +12,7 @@ looked up anew) and resumes. Outages and refusals are logged once each, not once
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from tenacity import RetryError, Retrying, retry_if_exception_type, wait_random_exponential
 
 from agent.instruments.config import InstrumentConfig
+from agent.logs import log_repeated
 from agent.instruments.mapping import escape_raw, qc_reading
 from agent.instruments.status import EquipmentTracker
 from agent.outbox import OutboxError
@@ -112,7 +114,13 @@ class InstrumentReader(ThreadService):
                     self.inst.id, device, exc)
 
     def _port_failed(self, retry_state) -> None:
-        error = str(retry_state.outcome.exception())
+        exc = retry_state.outcome.exception()
+        error = str(exc)
+        if getattr(exc, "errno", None) == errno.EPERM:
+            # File permissions give EACCES; EPERM on open is the unit's device filter (DeviceAllow=char-ttyUSB is
+            # resolved at start, and this adapter's driver was loaded after it).
+            error += ("; the service's device policy refused it: its USB serial driver was loaded after the agent "
+                      "started (restart the agent; `xray-agent doctor` shows how to avoid it)")
         self.tracker.disconnected(error)
         if self._outage_since is None:
             self._outage_since = time.monotonic()
@@ -126,8 +134,10 @@ class InstrumentReader(ThreadService):
         try:
             payload = qc_reading(reading, driver=self.inst.driver, site=self.sink.site, room=self.sink.room)
         except ValidationError as exc:  # e.g. a profile field that is not a finite number: not publishable
-            log.error("instrument %s: reading dropped, not a valid payload (%s): raw %s", self.inst.id,
-                      exc.errors()[0]["msg"], escape_raw(reading.raw[:200]))
+            # Per frame on a meter that keeps sending such values: one line, then a count each minute.
+            log_repeated(log, logging.ERROR, ("invalid reading", self.inst.id),
+                         "instrument %s: reading dropped, not a valid payload (%s): raw %s", self.inst.id,
+                         exc.errors()[0]["msg"], escape_raw(reading.raw[:200]))
             return
         retrying = self._retrying(self._store_refused, STORE_RETRY_MIN_S, STORE_RETRY_MAX_S, OutboxError, reraise=True)
         try:

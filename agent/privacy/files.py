@@ -10,6 +10,7 @@ file's own permissions (os_unix.c, findCreateFileMode), so creating the database
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -81,14 +82,29 @@ def private_sqlite(path: Path | str) -> Path:
     return path
 
 
-def write_private(path: Path | str, data: bytes) -> Path:
-    """Write `data` to a new or replaced file with mode 0600."""
+def write_private(path: Path | str, data: bytes | Path) -> Path:
+    """Write `data` (bytes, or the contents of the file at a Path, copied in chunks) to a new or replaced file with
+    mode 0600."""
     path = Path(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb", closefd=False) as out:
-            out.write(data)
+            if isinstance(data, Path):
+                with open(data, "rb") as source:
+                    shutil.copyfileobj(source, out, 1 << 20)
+            else:
+                out.write(data)
     finally:
         os.close(fd)
     return path
+
+
+def append_private(path: Path | str, text: str) -> None:
+    """Append `text` to a file kept at mode 0600 (created if missing)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
