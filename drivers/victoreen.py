@@ -125,14 +125,15 @@ class Victoreen4000M(PollingDriver):
     """F -> S/O -> D... per exposure; one Reading per exposure.
 
     Protocol state (`state`). The meter answers only when READY, keeps the last exposure's data until it is armed
-    again, and holds none after power-on; so whether a D answer is a new exposure depends on whether we armed it:
-      unknown    nothing armed by us (start, after a reading, a failed arm): ask F; an answer means READY, and the
-                 data it may hold was read already or predates a power-cycle: arm, never ask D. Silence -> busy.
-      busy       the meter did not answer F (armed from its front panel, or gone): ask F until it answers, then arm.
-      armed      S/O answered 0: ask D, silence is "no exposure yet". Every status_check_interval_s of silence check
-                 as in was_armed, which catches a meter power-cycled behind a working link.
-      was_armed  we armed it, then lost sight of it (a reconnect, an unanswered S/O): ask F; an answer means READY,
-                 so any data is the exposure we armed for: ask D, read it if there is one, else (power-cycled) arm.
+    again, and holds none after power-on; so a D answer is a new exposure only if the meter was seen not READY
+    (armed) since the data was last read:
+      unknown  nothing known (start, after a reading, a failed arm): ask F. An answer means READY, and the data it may
+               hold was read already or predates a power-cycle: arm, never ask D. Silence -> busy.
+      armed    S/O answered 0: ask D, silence is "no exposure yet". Every status_check_interval_s of silence check as
+               in busy, which catches a meter power-cycled behind a working link.
+      busy     armed by us and then out of sight (a reconnect, an unanswered S/O), or seen not READY (armed by a
+               previous run of the agent, or from the front panel): ask F until it answers; then the meter went from
+               armed to READY, so data is an exposure made since: ask D and read it; no data (power-cycled): arm.
     """
 
     name = "victoreen_4000m"
@@ -158,7 +159,7 @@ class Victoreen4000M(PollingDriver):
     def reset(self) -> None:
         """A new link: the meter may have been power-cycled, re-cabled or armed from its panel; ask before D."""
         super().reset()
-        self.state = "was_armed" if self.state in ("armed", "was_armed") else "unknown"
+        self.state = "busy" if self.state in ("armed", "busy") else "unknown"
 
     def awaiting_reply(self) -> bool:
         """An armed meter is silent until the exposure; any other state expects answers."""
@@ -174,7 +175,7 @@ class Victoreen4000M(PollingDriver):
             if time.monotonic() - self._status_checked_at < self.settings.status_check_interval_s:
                 return None
             return self._check_armed(transport, stop, count_timeout=False)
-        if self.state == "was_armed":
+        if self.state == "busy":
             return self._check_armed(transport, stop, count_timeout=True)
         position = self._filter(transport, stop, count_timeout=True)
         if position is None:
@@ -183,12 +184,12 @@ class Victoreen4000M(PollingDriver):
         return None
 
     def _filter(self, transport: Transport, stop: threading.Event, count_timeout: bool) -> int | None:
-        """F: the filter position if the meter is READY; silence makes an unarmed meter `busy`."""
+        """F: the filter position if the meter is READY; silence makes an unknown meter `busy`."""
         self._status_checked_at = time.monotonic()
         frame = self.transact(transport, CMD_FILTER, TerminatorFramer(CRLF), self.settings.reply_timeout_s, stop,
                               count_timeout=count_timeout)
         if frame is None:
-            if self.state in ("unknown", "busy"):
+            if self.state == "unknown":
                 self.state = "busy"
             return None
         position = self.parse(lambda f: parse_int_line(f, 1, 5), frame)
@@ -197,7 +198,7 @@ class Victoreen4000M(PollingDriver):
         return position
 
     def _check_armed(self, transport: Transport, stop: threading.Event, count_timeout: bool) -> Reading | None:
-        """The meter we armed: still busy (F silent), READY with our exposure (D answers), or reset (no data)."""
+        """A meter seen armed: still busy (F silent), READY with a new exposure (D answers), or reset (no data)."""
         position = self._filter(transport, stop, count_timeout)
         if position is None:
             return None
@@ -218,7 +219,7 @@ class Victoreen4000M(PollingDriver):
         arm = CMD_ARM[self.settings.target]
         frame = self.transact(transport, arm, TerminatorFramer(CRLF), self.settings.arm_timeout_s, stop)
         if frame is None:
-            self.state = "was_armed"  # it may have armed: find out by F / D
+            self.state = "busy"  # it may have armed: find out by F / D
             return
         status = self.parse(lambda f: parse_int_line(f, 0, 63), frame)
         if status:  # non-zero: the meter could not prepare (offsets, amplifiers)

@@ -121,3 +121,9 @@ def test_not_responding_only_when_an_answer_is_due():
     assert "not responding" in driver.not_responding(driver.opened_at + 10)
     driver.armed = True  # an armed meter is silent by design
     assert driver.not_responding(driver.opened_at + 10) is None
+
+
+def test_a_meter_found_armed_at_start_gives_its_exposure_once_ready():
+    # Armed by a previous run of the agent: F goes unanswered until the exposure; then the data is new.
+    driver, [reading] = run([(b"F", b""), (b"F", b""), (b"F", b"3\r\n"), (b"D", VICTOREEN_D)])
+    assert reading.quantities == EXPECTED and driver.counters.timeouts == 2

@@ -69,6 +69,9 @@ class SessionExposure(_Part):
     technique: SetTechnique
     measured: dict[Key, Value] = Field(description="Measured values the analysis used: kvp, air_kerma_ugy, "
                                                    "exposure_time_ms, hvl_mm_al, dap_gy_m2 (per exposure).")
+    excluded: dict[Key, list[str]] = Field(default_factory=dict, description="Quantities left out of the analysis "
+                                           "because the meter flagged the reading: quantity -> the flags.")
+    flags: list[str] = Field(default_factory=list, description="Every flag of this exposure's readings, sorted.")
     readings: list[SessionReading]
 
 

@@ -26,6 +26,7 @@ COLUMNS = (  # (heading, where, key, scale): the exposure table, set technique t
     ("| kVp", "measured", "kvp", 1), ("kerma µGy", "measured", "air_kerma_ugy", 1),
     ("time ms", "measured", "exposure_time_ms", 1), ("HVL mm", "measured", "hvl_mm_al", 1),
     ("DAP µGy·m²", "measured", "dap_gy_m2", 1e6), ("technique", "technique", "source", 1),
+    ("meter flags", None, "flags", 1),
 )
 TECHNIQUE_OPTIONS = (("kvp", "set_kvp", "kV"), ("ma", "set_ma", "mA"), ("mas", "set_mas", "mAs"),
                      ("ms", "set_time_ms", "exposure time, ms"), ("sid", "sid_mm", "source-image distance, mm"),
@@ -157,7 +158,8 @@ def render_session(s: dict[str, Any]) -> str:
     reason = f" — {result['reason']}" if result.get("reason") else ""
     lines += ["", f"verdict: {result['verdict'].upper()}{reason}"]
     for c in result["criteria"]:
-        outcome = "n/a" if not c["applies"] else {True: "PASS", False: "FAIL"}.get(c["passed"], "----")
+        outcome = "n/a" if not c["applies"] else {True: "PASS", False: "FAIL"}.get(
+            c["passed"], "INVALID" if c.get("invalid") else "----")
         value = "" if c["value"] is None else f" = {c['value']:.4g} (limit {c['limit']:.4g})"
         why = f"  [{c['reason']}]" if c["reason"] else ""
         lines.append(f"  {outcome:<4}  {c['subject']}: {c['rule']}{value}{why}")
@@ -166,9 +168,12 @@ def render_session(s: dict[str, Any]) -> str:
 
 def _cell(exposure: dict[str, Any], column: tuple) -> str:
     _heading, where, key, scale = column
-    value = exposure[key] if where is None else exposure[where].get(key)
+    value = exposure.get(key) if where is None else exposure[where].get(key)
     if key == "measured_at":
         return _time(value)
+    if key == "flags":
+        excluded = " (excluded)" if exposure.get("excluded") else ""
+        return ", ".join(value) + excluded if value else "-"
     if key == "source":
         return (value or "none") + (" ✓" if exposure["technique"].get("confirmed") else "")
     return "-" if value is None else f"{value * scale:.4g}" if isinstance(value, (int, float)) else str(value)

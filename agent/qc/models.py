@@ -19,7 +19,7 @@ InputValue = int | Number | str | list[Number | None] | None
 TestType = Literal["reproducibility", "linearity_ma", "linearity_mas", "kvp_accuracy", "timer_accuracy", "hvl",
                    "dap_agreement"]
 TEST_TYPES: tuple[str, ...] = get_args(TestType)
-Verdict = Literal["pass", "fail", "incomplete"]
+Verdict = Literal["pass", "fail", "invalid", "incomplete"]
 Comparison = Literal["<=", ">=", "abs<="]
 
 
@@ -49,6 +49,8 @@ class QcExposure(BaseModel):
     dap_gy_m2: Magnitude | None = _opt("Dose-area product measured by a DAP meter, Gy·m².")
     dicom_dap_gy_m2: Magnitude | None = _opt("Dose-area product the modality reported in DICOM, Gy·m².")
     measured_at: AwareDatetime | None = _opt("When the reading was taken, with its offset (for 1-hour windows).")
+    excluded: dict[str, list[str]] = Field(default_factory=dict, description="Measured quantities left out because "
+                                           "the meter flagged the reading: quantity -> its flags.")
 
     @property
     def mas(self) -> float | None:
@@ -78,6 +80,8 @@ class Criterion(BaseModel):
     applies: bool = Field(True, description="False when the limit does not apply (e.g. timer at <= 50 ms); "
                                             "such a criterion does not count towards the verdict.")
     reason: str | None = Field(None, description="Why passed is null or applies is false.")
+    invalid: bool = Field(False, description="True when a reading this criterion needs was flagged by its meter "
+                                             "(out of range, error, fault): not a measurement, so no verdict.")
 
 
 class TestResult(BaseModel):
@@ -88,8 +92,9 @@ class TestResult(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     test_type: TestType
-    verdict: Verdict = Field(description="fail if any applicable criterion failed; else incomplete if any cannot "
-                                         "be decided (or none exists yet); else pass.")
+    verdict: Verdict = Field(description="fail if any applicable criterion failed; else invalid if a needed reading "
+                                         "was flagged by its meter; else incomplete if any cannot be decided (or "
+                                         "none exists yet); else pass.")
     reason: str | None = Field(None, description="Why the verdict is incomplete, in words for the technologist.")
     criteria: tuple[Criterion, ...] = ()
     n_exposures: int = Field(ge=0)

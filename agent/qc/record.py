@@ -8,7 +8,7 @@ from typing import Any
 from agent.payloads.qc_session import QcSession, SessionExposure, SessionReading, SetTechnique
 from agent.qc.analysis import analyse
 from agent.qc.limits import QcLimits
-from agent.qc.matching import measured, parse_time
+from agent.qc.matching import measured_and_excluded, parse_time
 from agent.qc.models import QcExposure, TestResult
 from agent.qc.store import QcStore
 
@@ -33,8 +33,10 @@ def exposure_views(store: QcStore, session: dict[str, Any]) -> list[dict[str, An
         group = sorted(by_exposure.get(row["number"], []), key=lambda r: order.get(r["instrument_id"], len(order)))
         technique = {**row["technique"], "source": row["source"], "confirmed": bool(row["confirmed"]),
                      "event_ref": row["event_ref"]}
+        values, excluded = measured_and_excluded(group)
+        flags = sorted({flag for reading in group for flag in reading.get("flags") or ()})
         views.append({"number": row["number"], "measured_at": row["measured_at"], "technique": technique,
-                      "measured": measured(group), "readings": group})
+                      "measured": values, "excluded": excluded, "flags": flags, "readings": group})
     return views
 
 
@@ -43,7 +45,8 @@ def qc_exposures(views: list[dict[str, Any]]) -> list[QcExposure]:
     out = []
     for view in views:
         technique = {k: v for k, v in view["technique"].items() if k not in ("source", "confirmed", "event_ref")}
-        out.append(QcExposure(**technique, **view["measured"], measured_at=parse_time(view["measured_at"])))
+        out.append(QcExposure(**technique, **view["measured"], measured_at=parse_time(view["measured_at"]),
+                              excluded=view.get("excluded", {})))
     return out
 
 
@@ -58,7 +61,7 @@ def session_payload(session: dict[str, Any], views: list[dict[str, Any]], result
     publishing it again after a crash is the same message."""
     exposures = [SessionExposure(number=v["number"], measured_at=parse_time(v["measured_at"]),
                                  technique=SetTechnique(**v["technique"]), measured=v["measured"],
-                                 readings=[SessionReading(**r) for r in v["readings"]]) for v in views]
+                                 excluded=v.get("excluded", {}), flags=v.get("flags", []), readings=[SessionReading(**r) for r in v["readings"]]) for v in views]
     return QcSession(msg_id=f"qcs-{session['ref']}", site=site, room=room, session_ref=session["ref"],
                      test_type=session["test_type"], operator=session["operator"],
                      instruments=session["instruments"], started_at=parse_time(session["started_at"]),

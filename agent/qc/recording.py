@@ -21,14 +21,15 @@ OPEN_SESSION_OF = ("SELECT ref FROM sessions WHERE state = 'open' AND EXISTS "
                    "(SELECT 1 FROM json_each(sessions.instruments) WHERE value = ?)")
 
 
-def record_reading(store: QcStore, payload: QcReading, pair_window_s: float, match_window_s: float) -> QcReading:
+def record_reading(store: QcStore, payload: QcReading, pair_window_s: float, match_window_s: float,
+                   accumulating: frozenset[str] | None = None) -> QcReading:
     """Record the reading in the open session of its instrument and return it with that session_ref; without an
     open session (or for a DAP meter whose total did not grow) it is returned as it came, session_ref null."""
     with store.transaction() as conn:
         known = conn.execute("SELECT payload FROM readings WHERE msg_id = ?", (payload.msg_id,)).fetchone()
         if known is not None:
             return QcReading.model_validate_json(known["payload"])
-        grown, is_exposure = _meter_totals(conn, payload)
+        grown, is_exposure = _meter_totals(conn, payload, accumulating)
         session = conn.execute(OPEN_SESSION_OF, (payload.instrument_id,)).fetchone()
         if session is None or not is_exposure:
             return payload
@@ -49,11 +50,13 @@ def mark_emitted(store: QcStore, msg_id: str) -> None:
         conn.execute("UPDATE readings SET emitted = 1 WHERE msg_id = ?", (msg_id,))
 
 
-def _meter_totals(conn: sqlite3.Connection, payload: QcReading) -> tuple[dict[str, float], bool]:
+def _meter_totals(conn: sqlite3.Connection, payload: QcReading,
+                  accumulating: frozenset[str] | None) -> tuple[dict[str, float], bool]:
     """Increase of an accumulating meter since its previous reading (any session or none), and whether this reading
     is an exposure; the new totals are saved in the same transaction as the reading."""
     rows = conn.execute("SELECT key, value FROM meter_totals WHERE instrument_id = ?", (payload.instrument_id,))
-    grown, totals, is_exposure = increments(payload.driver, payload.quantities, {r["key"]: r["value"] for r in rows})
+    grown, totals, is_exposure = increments(payload.driver, payload.quantities, {r["key"]: r["value"] for r in rows},
+                                            accumulating)
     conn.executemany("INSERT OR REPLACE INTO meter_totals (instrument_id, key, value) VALUES (?, ?, ?)",
                      [(payload.instrument_id, key, value) for key, value in totals.items()])
     return grown, is_exposure

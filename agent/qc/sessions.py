@@ -27,6 +27,8 @@ from agent.payloads.qc_session import QcSession
 from agent.qc.config import QcConfig
 from agent.qc.matching import TECHNIQUE_KEYS, utc_iso
 from agent.qc.models import TEST_TYPES
+from agent.qc.quantities import measures as quantity_measures
+from agent.qc.quantities import missing_quantities
 from agent.qc.record import analysed, exposure_views, session_payload
 from agent.qc.recording import mark_emitted, record_events, record_reading
 from agent.qc.store import QcStore, QcStoreError, dumps
@@ -48,10 +50,17 @@ class QcError(Exception):
 class QcSessions:
     """The QC session service of one agent (start/stop/alive for the supervisor; tick for retries)."""
 
-    def __init__(self, cfg: QcConfig, store: QcStore, sink: Sink, instruments: Mapping[str, str]) -> None:
-        """instruments: configured instrument id -> driver name. No I/O here."""
+    def __init__(self, cfg: QcConfig, store: QcStore, sink: Sink, instruments: Mapping[str, str],
+                 measures: Mapping[str, frozenset[str]] | None = None,
+                 accumulating: Mapping[str, frozenset[str]] | None = None) -> None:
+        """instruments: configured instrument id -> driver name. measures: id -> the QC quantities it measures
+        (default: its built-in driver's, agent/qc/quantities.py). accumulating: id -> the quantities it integrates
+        (a running total: an exposure is their increase; default: the built-in driver's). No I/O here."""
         self.cfg, self.store, self.sink = cfg, store, sink
         self.instruments = dict(instruments)
+        measures = measures or {}
+        self.measures = {i: measures.get(i, quantity_measures(d)) for i, d in self.instruments.items()}
+        self.accumulating = dict(accumulating or {})
 
     # ---- service -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -105,7 +114,8 @@ class QcSessions:
         def store_reading(payload: QcReading) -> Any:
             if not self.store.is_open:
                 return emit(payload)  # QC unavailable: the reading is still published, with no session
-            payload = record_reading(self.store, payload, self.cfg.pair_window_s, self.cfg.match_window_s)
+            payload = record_reading(self.store, payload, self.cfg.pair_window_s, self.cfg.match_window_s,
+                                     self.accumulating.get(payload.instrument_id))
             result = emit(payload)
             if payload.session_ref is not None:
                 mark_emitted(self.store, payload.msg_id)
@@ -148,6 +158,12 @@ class QcSessions:
         if unknown:
             known = ", ".join(self.instruments) or "none configured"
             raise QcError(400, f"unknown instrument {', '.join(map(str, unknown))}; configured: {known}")
+        missing = missing_quantities(test_type, set().union(*(self.measures[i] for i in instruments)))
+        if missing:
+            have = "; ".join(f"{i} ({self.instruments[i]}) measures "
+                             f"{', '.join(sorted(self.measures[i])) or 'no exposure quantity'}" for i in instruments)
+            raise QcError(400, f"{test_type} needs {' and '.join(missing)}, which the chosen instruments do not "
+                               f"measure: {have}")
         name = operator.strip() if isinstance(operator, str) else ""
         if not name or len(name) > OPERATOR_MAX or not name.isprintable():
             raise QcError(400, f"operator: your initials or staff id (1-{OPERATOR_MAX} characters)")

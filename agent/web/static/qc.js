@@ -100,6 +100,9 @@ function exposureRow(e, open) {
     fmt(t.dicom_dap_gy_m2, UGY_M2_PER_GY_M2), fmt(m.kvp), fmt(m.air_kerma_ugy), fmt(m.exposure_time_ms),
     fmt(m.hvl_mm_al), fmt(m.dap_gy_m2, UGY_M2_PER_GY_M2), source];
   const row = el("tr", {class: t.source ? "" : "missing"}, ...cells.map((c) => el("td", {text: String(c)})));
+  const flags = e.flags || [];
+  row.append(el("td", {class: flags.length ? "flags flagged" : "flags",
+    text: flags.length ? flags.join(", ") + (Object.keys(e.excluded || {}).length ? " (excluded)" : "") : "–"}));
   const actions = el("td", {class: "row-actions"});
   if (open && t.source && !t.confirmed) {
     actions.append(el("button", {type: "button", class: "small go", text: "Confirm",
@@ -112,7 +115,8 @@ function exposureRow(e, open) {
 }
 
 function criterionItem(c) {
-  const outcome = !c.applies ? "n/a" : c.passed === true ? "pass" : c.passed === false ? "fail" : "incomplete";
+  const outcome = !c.applies ? "n/a" : c.passed === true ? "pass" : c.passed === false ? "fail" :
+    c.invalid ? "invalid" : "incomplete";
   const value = c.value === null ? "" : ` — ${fmt(c.value)} vs limit ${fmt(c.limit)} ${c.unit === "1" ? "" : c.unit}`;
   return el("li", {class: outcome}, el("span", {class: `badge ${outcome}`, text: outcome.toUpperCase()}),
     el("span", {text: ` ${c.subject}: ${c.rule}${value}${c.reason ? " (" + c.reason + ")" : ""}`}));

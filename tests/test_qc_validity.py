@@ -1,0 +1,101 @@
+"""Readings the meter flags are not measurements; a test runs only on instruments that measure what it needs; per
+quantity only a fit instrument's value is used."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from agent.instruments.mapping import qc_reading
+from agent.qc.config import QcConfig
+from agent.qc.quantities import excluded_by_flags
+from agent.qc.sessions import QcError, QcSessions
+from agent.qc.store import QcStore
+from drivers.reading import Reading
+from tests.qc_fixtures import T0, event, make_qc  # noqa: F401 - make_qc is a fixture
+from tests.qc_fixtures import reading as plain_reading
+
+
+def flagged_reading(seconds: float, kvp: float, flags=("kvp_outside_filter_range",)):
+    quantities = {"kvp": kvp, "air_kerma_ugy": 900.0, "exposure_time_ms": 100.0}
+    read = Reading("kvp-1", quantities, flags=frozenset(flags), raw=json.dumps(quantities).encode(),
+                   wall_utc=T0 + timedelta(seconds=seconds))
+    return qc_reading(read, driver="victoreen_4000m", site="site", room="room")
+
+
+def test_a_kvp_session_whose_readings_are_flagged_does_not_pass(make_qc, sink):
+    qc = make_qc()
+    ref = qc.open_session("kvp_accuracy", ["kvp-1"], "AB")["ref"]
+    emit = qc.recorder(sink.emit)
+    for i in range(3):
+        emit(flagged_reading(i * 20, kvp=120.3))  # 120 kV read with the 50-85 kV filter: the meter's flag
+        qc.observe([event(i * 20, f"e{i}", kvp=120.0, exposure_mas=10.0)])
+    s = qc.session(ref)
+    assert s["result"]["verdict"] == "invalid"
+    assert all(e["flags"] == ["kvp_outside_filter_range"] for e in s["exposures"])
+    assert all(e["excluded"] == {"kvp": ["kvp_outside_filter_range"]} for e in s["exposures"])
+    assert all("kvp" not in e["measured"] for e in s["exposures"])
+    invalid = [c for c in s["result"]["criteria"] if c["invalid"]]
+    assert [c["subject"] for c in invalid] == ["exposure 1", "exposure 2", "exposure 3"]
+    assert "kVp flagged kvp_outside_filter_range" in s["result"]["reason"]
+    finished = qc.finish(ref)
+    record = qc.record(ref)
+    assert finished["result"]["verdict"] == record["result"]["verdict"] == "invalid"
+    assert record["exposures"][0]["flags"] == ["kvp_outside_filter_range"]
+
+
+def test_one_flagged_exposure_among_good_ones_still_makes_the_test_invalid(make_qc, sink):
+    qc = make_qc()
+    ref = qc.open_session("kvp_accuracy", ["kvp-1"], "AB")["ref"]
+    emit = qc.recorder(sink.emit)
+    emit(plain_reading(0, kvp=80.5, air_kerma_ugy=900.0, exposure_time_ms=100.0))
+    emit(flagged_reading(20, kvp=80.5, flags=("error_3",)))
+    for i in range(2):
+        qc.observe([event(i * 20, f"e{i}", kvp=80.0, exposure_mas=10.0)])
+    result = qc.session(ref)["result"]
+    assert result["verdict"] == "invalid"
+    assert "exposure 2" in result["reason"] and "error_3" in result["reason"]
+
+
+def test_a_failing_valid_exposure_is_still_a_fail():
+    from agent.qc.analysis import analyse
+    from agent.qc.models import QcExposure
+    exposures = [QcExposure(set_kvp=80, kvp=90.0), QcExposure(set_kvp=100, excluded={"kvp": ["over_range"]})]
+    assert analyse("kvp_accuracy", exposures).verdict == "fail"
+
+
+def test_alarm_bits_do_not_invalidate_but_faults_do():
+    values = {"kvp": 80.0, "air_kerma_ugy": 10.0}
+    assert excluded_by_flags(values, ["high_alarm", "audio"]) == {}
+    assert excluded_by_flags(values, ["kvp_outside_filter_range"]) == {"kvp": ["kvp_outside_filter_range"]}
+    assert excluded_by_flags(values, ["integrator_failure"]) == {"kvp": ["integrator_failure"],
+                                                                 "air_kerma_ugy": ["integrator_failure"]}
+
+
+def test_a_kvp_test_on_an_area_monitor_is_refused_with_a_clear_message(tmp_path, sink):
+    qc = QcSessions(QcConfig(), QcStore(tmp_path / "qc.db"), sink, {"area-1": "ludlum_375", "kvp-1": "victoreen_4000m"})
+    qc.start()
+    try:
+        with pytest.raises(QcError, match=r"kvp_accuracy needs kVp, which the chosen instruments do not measure: "
+                                          r"area-1 \(ludlum_375\) measures no exposure quantity") as err:
+            qc.open_session("kvp_accuracy", ["area-1"], "AB")
+        assert err.value.status == 400
+        assert qc.sessions() == []
+        qc.open_session("kvp_accuracy", ["kvp-1"], "AB")  # the kVp meter measures it
+    finally:
+        qc.stop()
+
+
+def test_the_dap_meters_whole_second_time_never_feeds_the_timer_test(tmp_path, sink):
+    qc = QcSessions(QcConfig(), QcStore(tmp_path / "qc.db"), sink, {"dap-1": "ptw_diamentor"})
+    qc.start()
+    try:
+        with pytest.raises(QcError, match="timer_accuracy needs exposure time"):
+            qc.open_session("timer_accuracy", ["dap-1"], "AB")
+    finally:
+        qc.stop()
+    from agent.qc.matching import measured
+    dap = {"driver": "ptw_diamentor", "quantities": {"dap_gy_m2": 1e-4, "exposure_time_ms": 1000.0}, "flags": []}
+    assert measured([dap]) == {"dap_gy_m2": 1e-4}
