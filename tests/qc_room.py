@@ -93,6 +93,10 @@ class QcRoom:
     def session(self, ref: str) -> dict:
         return self.api(f"/api/qc/sessions/{ref}")
 
+    def confirm(self, ref: str) -> dict:
+        """The technologist confirms every DICOM-proposed technique (one action)."""
+        return self.api(f"/api/qc/sessions/{ref}/confirm", {})
+
     # ---- exposures ---------------------------------------------------------------------------------------------------
     def expose(self, ref: str, *, kvp: float, mas: float, kerma_ugy: float, measured_kvp: float | None = None,
                dap_gy_m2: float | None = None, dicom_dap_gy_m2: float | None = None) -> dict:

@@ -71,12 +71,18 @@ def test_the_page_runs_a_session_from_start_to_published(broker, subscriber, age
 
     room.expose(ref, kvp=80, mas=10, kerma_ugy=876.0, measured_kvp=81.2)
     wait(browser, lambda d: len(d.find_elements("css selector", "#exposures tbody tr")) == 1, "exposure 1 in the table")
-    wait(browser, lambda d: text(d, "verdict") == "PASS", "the verdict after one exposure")
+    wait(browser, lambda d: "not confirmed" in d.find_element("css selector", "#exposures tbody tr").text,
+         "exposure 1's DICOM technique awaiting confirmation")
+    assert text(browser, "verdict") == "INCOMPLETE"  # DICOM's values are a proposal until confirmed
+    click(browser, "//button[@id='confirm-all']", "Confirm all DICOM techniques")
+    wait(browser, lambda d: text(d, "verdict") == "PASS", "the verdict after one confirmed exposure")
     room.expose(ref, kvp=100, mas=10, kerma_ugy=1250.0, measured_kvp=104.0)
     wait(browser, lambda d: len(d.find_elements("css selector", "#exposures tbody tr")) == 2, "exposure 2 in the table")
-    click(browser, "//table[@id='exposures']/tbody/tr[1]//button[text()='Confirm']", "Confirm of exposure 1")
     wait(browser, lambda d: "from DICOM ✓" in d.find_element("css selector", "#exposures tbody tr").text,
          "exposure 1 confirmed")
+    click(browser, "//table[@id='exposures']/tbody/tr[2]//button[text()='Confirm']", "Confirm of exposure 2")
+    wait(browser, lambda d: "from DICOM ✓" in d.find_elements("css selector", "#exposures tbody tr")[1].text,
+         "exposure 2 confirmed")
     row_2 = "#exposures tbody tr:nth-child(2) td"
     cells = wait(browser, lambda d: [c.text for c in d.find_elements("css selector", row_2)], "row 2's cells")
     assert cells[0] == "2" and cells[2] == "100" and cells[7] == "104"  # set kV from DICOM, measured kVp

@@ -43,6 +43,9 @@ class SetTechnique(_Part):
                                           "from DICOM, then changed by the technologist; null: none yet.")
     confirmed: bool = Field(False, description="The technologist confirmed or entered these values.")
     event_ref: str | None = _opt("event_ref of the exposure event (qc technique from DICOM), as on `exposure`.")
+    dicom_reported: dict[Key, Value] = Field(default_factory=dict, description="The technique as the modality "
+                                             "reported it in DICOM (set_kvp, set_mas ...), kept beside confirmed or "
+                                             "corrected values as a cross-check.")
 
 
 class SessionReading(_Part):

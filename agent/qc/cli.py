@@ -1,4 +1,4 @@
-"""`xray-agent qc start|status|finish|discard|list|technique`: QC sessions from a terminal, via the running agent.
+"""`xray-agent qc start|status|confirm|finish|discard|list|technique`: QC sessions from a terminal, via the running agent.
 
 Output is for a biomed at a terminal: a table of exposures, set technique next to what the meter measured, and the
 verdict with each criterion. Exit status 0 on success, 1 when the agent cannot do it (the message says why), 2 for a
@@ -45,6 +45,7 @@ def add_qc_commands(sub, default_config: Path) -> None:
     s.add_argument("--operator", required=True, help="your initials or staff id")
     s.set_defaults(func=cmd_start)
     for name, func, text in (("status", cmd_status, "exposures and verdict of a session"),
+                             ("confirm", cmd_confirm, "confirm every DICOM-proposed technique of a session"),
                              ("finish", cmd_finish, "finish a session: verdict, audit record, publish on qc/session"),
                              ("discard", cmd_discard, "discard a session (kept locally, not published)")):
         s = qsub.add_parser(name, help=text)
@@ -109,6 +110,10 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     return run(args, lambda client, a: _show(a, client.get(f"/api/qc/sessions/{_resolve(client, a.session)}")))
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    return run(args, lambda client, a: _show(a, client.post(f"/api/qc/sessions/{_resolve(client, a.session)}/confirm")))
 
 
 def cmd_finish(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from agent.qc.limits import QcLimits
+from agent.qc.limits import CITATIONS, QcLimits
 from agent.qc.models import Comparison, Criterion, InputValue, QcExposure, TestResult, TestType
 from agent.qc.quantities import QUANTITY_LABELS, needed
 
@@ -48,6 +48,12 @@ def lacking(exposures: Sequence[QcExposure], attr: str, what: str,
     """'exposures 2, 5 have no <what>' for the exposures whose `attr` is None; None if all have it. Exposures are
     numbered from 1 in session order, or by `numbers` when given (a subset of the session)."""
     numbers = numbers or range(1, len(exposures) + 1)
+    if attr.startswith("set_") or attr == "mas":
+        waiting = [str(n) for n, exp in zip(numbers, exposures)
+                   if getattr(exp, attr) is None and not exp.technique_confirmed]
+        if waiting:
+            return (f"exposure{'s' if len(waiting) > 1 else ''} {', '.join(waiting)}: the DICOM technique is not "
+                    f"confirmed yet (confirm or correct it)")
     flagged = [f"exposure {n}: {what} flagged by the meter ({', '.join(exp.excluded[attr])})"
                for n, exp in zip(numbers, exposures) if getattr(exp, attr) is None and attr in exp.excluded]
     if flagged:
@@ -58,6 +64,16 @@ def lacking(exposures: Sequence[QcExposure], attr: str, what: str,
     if len(numbers) == 1:
         return f"exposure {numbers[0]} has no {what}"
     return f"exposures {', '.join(numbers)} have no {what}"
+
+
+def unconfirmed(exposures: Sequence[QcExposure]) -> str | None:
+    """Why a test that needs the indicated technique held constant cannot be judged yet: DICOM-proposed techniques
+    not confirmed."""
+    waiting = [str(n) for n, exp in enumerate(exposures, 1) if not exp.technique_confirmed]
+    if not waiting:
+        return None
+    return (f"exposure{'s' if len(waiting) > 1 else ''} {', '.join(waiting)}: the DICOM technique is not confirmed "
+            f"yet (confirm or correct it)")
 
 
 def station_key(value: float) -> float:
@@ -106,7 +122,8 @@ def result(test_type: TestType, exposures: Sequence[QcExposure], limits: QcLimit
     """The TestResult of `criteria`; `reason` makes it incomplete for a cause that concerns the whole test."""
     if not exposures and reason is None:
         reason = "no exposures yet"
-    criteria = [*criteria, *flagged_readings(test_type, exposures)]
+    criteria = [c.model_copy(update={"source": limits.source_of(c.name), "citation": CITATIONS.get(c.name)})
+                for c in (*criteria, *flagged_readings(test_type, exposures))]
     outcome, why = verdict(criteria, reason)
     return TestResult(test_type=test_type, verdict=outcome, reason=why, criteria=tuple(criteria),
                       n_exposures=len(exposures), jurisdiction=limits.jurisdiction)

@@ -49,6 +49,8 @@ class QcExposure(BaseModel):
     dap_gy_m2: Magnitude | None = _opt("Dose-area product measured by a DAP meter, Gy·m².")
     dicom_dap_gy_m2: Magnitude | None = _opt("Dose-area product the modality reported in DICOM, Gy·m².")
     measured_at: AwareDatetime | None = _opt("When the reading was taken, with its offset (for 1-hour windows).")
+    technique_confirmed: bool = Field(True, description="False while the DICOM-proposed technique awaits the "
+                                      "technologist's confirmation (its set values are then left out).")
     excluded: dict[str, list[str]] = Field(default_factory=dict, description="Measured quantities left out because "
                                            "the meter flagged the reading: quantity -> its flags.")
 
@@ -80,6 +82,9 @@ class Criterion(BaseModel):
     applies: bool = Field(True, description="False when the limit does not apply (e.g. timer at <= 50 ms); "
                                             "such a criterion does not count towards the verdict.")
     reason: str | None = Field(None, description="Why passed is null or applies is false.")
+    source: Literal["federal", "state", "manufacturer", "local"] | None = Field(
+        None, description="Where the limit comes from; 'federal' only when the limit is the regulation's own value.")
+    citation: str | None = Field(None, description="The regulation or standard paragraph the limit comes from.")
     invalid: bool = Field(False, description="True when a reading this criterion needs was flagged by its meter "
                                              "(out of range, error, fault): not a measurement, so no verdict.")
 

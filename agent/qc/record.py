@@ -12,6 +12,7 @@ from agent.qc.matching import measured_and_excluded, parse_time
 from agent.qc.models import QcExposure, TestResult
 from agent.qc.store import QcStore
 
+META_KEYS = ("source", "confirmed", "event_ref", "dicom_reported")
 READING_FIELDS = ("msg_id", "instrument_id", "driver", "measured_at", "quantities", "flags", "raw_frame",
                   "raw_frame_bytes")
 
@@ -32,7 +33,7 @@ def exposure_views(store: QcStore, session: dict[str, Any]) -> list[dict[str, An
     for row in rows:
         group = sorted(by_exposure.get(row["number"], []), key=lambda r: order.get(r["instrument_id"], len(order)))
         technique = {**row["technique"], "source": row["source"], "confirmed": bool(row["confirmed"]),
-                     "event_ref": row["event_ref"]}
+                     "event_ref": row["event_ref"], "dicom_reported": row.get("dicom_technique") or {}}
         values, excluded = measured_and_excluded(group)
         flags = sorted({flag for reading in group for flag in reading.get("flags") or ()})
         views.append({"number": row["number"], "measured_at": row["measured_at"], "technique": technique,
@@ -41,12 +42,16 @@ def exposure_views(store: QcStore, session: dict[str, Any]) -> list[dict[str, An
 
 
 def qc_exposures(views: list[dict[str, Any]]) -> list[QcExposure]:
-    """The analysis input: set technique and measured values of each exposure."""
+    """The analysis input: set technique and measured values of each exposure. Only a confirmed technique is
+    judged (21 CFR 1020.31(a) judges against the indicated technique; DICOM's values are a proposal until the
+    technologist confirms or corrects them); the DICOM-reported DAP is a measurement of the modality and always used."""
     out = []
     for view in views:
-        technique = {k: v for k, v in view["technique"].items() if k not in ("source", "confirmed", "event_ref")}
+        confirmed = view["technique"]["confirmed"] or view["technique"]["source"] is None
+        technique = {k: v for k, v in view["technique"].items() if k not in META_KEYS
+                     and (confirmed or k == "dicom_dap_gy_m2")}
         out.append(QcExposure(**technique, **view["measured"], measured_at=parse_time(view["measured_at"]),
-                              excluded=view.get("excluded", {})))
+                              excluded=view.get("excluded", {}), technique_confirmed=confirmed))
     return out
 
 

@@ -91,8 +91,9 @@ def _claim_nearest_event(conn: sqlite3.Connection, ref: str, number: int, at: da
 
 def _fill(conn: sqlite3.Connection, ref: str, number: int, event_ref: str) -> None:
     conn.execute("UPDATE exposures SET technique = (SELECT technique FROM events WHERE event_ref = ?), "
+                 "dicom_technique = (SELECT technique FROM events WHERE event_ref = ?), "
                  "source = 'dicom', event_ref = ? WHERE session_ref = ? AND number = ?",
-                 (event_ref, event_ref, ref, number))
+                 (event_ref, event_ref, event_ref, ref, number))
     conn.execute("UPDATE events SET claimed_by = ? WHERE event_ref = ?", (f"{ref}/{number}", event_ref))
 
 

@@ -187,6 +187,16 @@ class QcSessions:
         self._analyse(ref)
         return self.session(ref)
 
+    def confirm_all(self, ref: str) -> dict[str, Any]:
+        """Confirm, in one action, every DICOM-proposed technique not yet confirmed (corrections stay as they are)."""
+        with self._store() as conn:
+            self._open(ref)
+            done = conn.execute("UPDATE exposures SET confirmed = 1 WHERE session_ref = ? AND source = 'dicom' AND "
+                                "confirmed = 0", (ref,)).rowcount
+        log.info("QC session %s: %d DICOM technique(s) confirmed", ref, done)
+        self._analyse(ref)
+        return self.session(ref)
+
     def finish(self, ref: str) -> dict[str, Any]:
         """Close the session with its verdict, keep the audit record and publish it on qc/session."""
         with self._store() as conn:

@@ -141,6 +141,13 @@ def technique(ref: str, number: int):
     return jsonify(_qc().set_technique(ref, number, _body()))
 
 
+@bp.post("/api/qc/sessions/<ref>/confirm")
+def confirm(ref: str):
+    """Confirm every DICOM-proposed technique of the session not yet confirmed, in one action."""
+    _body()
+    return jsonify(_qc().confirm_all(ref))
+
+
 @bp.post("/api/qc/sessions/<ref>/finish")
 def finish(ref: str):
     """Finish with the verdict, keep the audit record and publish it on qc/session."""

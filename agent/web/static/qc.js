@@ -95,7 +95,10 @@ function renderSessions(overview) {
 // ---- one session ----------------------------------------------------------------------------------------------------
 function exposureRow(e, open) {
   const t = e.technique, m = e.measured;
-  const source = t.source ? SOURCES[t.source] + (t.confirmed ? " ✓" : "") : "none";
+  let source = t.source ? SOURCES[t.source] + (t.confirmed ? " ✓" : " – not confirmed") : "none";
+  const dicom = t.dicom_reported || {};
+  const changed = TECHNIQUE.filter((k) => k in dicom && dicom[k] !== t[k]);
+  if (changed.length) source += ` (DICOM: ${changed.map((k) => `${k.replace("set_", "")} ${fmt(dicom[k])}`).join(", ")})`;
   const cells = [e.number, clock(e.measured_at), fmt(t.set_kvp), fmt(t.set_ma), fmt(t.set_mas), fmt(t.set_time_ms),
     fmt(t.dicom_dap_gy_m2, UGY_M2_PER_GY_M2), fmt(m.kvp), fmt(m.air_kerma_ugy), fmt(m.exposure_time_ms),
     fmt(m.hvl_mm_al), fmt(m.dap_gy_m2, UGY_M2_PER_GY_M2), source];
@@ -140,6 +143,7 @@ function renderSession(s) {
   $("no-exposures").hidden = s.exposures.length > 0;
   $("criteria").replaceChildren(...result.criteria.map(criterionItem));
   $("finish").hidden = $("discard").hidden = !open;
+  $("confirm-all").hidden = !open || !s.exposures.some((e) => e.technique.source === "dicom" && !e.technique.confirmed);
   $("report").href = `/qc/report/${s.ref}`;
 }
 
@@ -212,6 +216,7 @@ $("start-form").addEventListener("submit", start);
 $("edit-form").addEventListener("submit", saveEdit);
 $("edit-cancel").addEventListener("click", () => $("edit").close());
 $("finish").addEventListener("click", () => act(api(`/api/qc/sessions/${state.ref}/finish`, {})));
+$("confirm-all").addEventListener("click", () => act(api(`/api/qc/sessions/${state.ref}/confirm`, {})));
 $("discard").addEventListener("click", () => {
   if (confirm("Discard this session? It will not be published.")) act(api(`/api/qc/sessions/${state.ref}/discard`, {}));
 });
