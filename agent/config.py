@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agent.dose.config import DoseConfig
 from agent.health.config import CommandsConfig, HealthConfig, WebConfig
-from agent.instruments.config import InstrumentList
+from agent.instruments.config import InstrumentList, calibration_warnings
 from agent.qc.config import QcConfig
 
 # Site and room ids become MQTT topic levels: no '/', '+', '#' or spaces, so a subscriber's wildcard stays meaningful.
@@ -297,4 +297,5 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
                         "token; set web.token_file (or bind 127.0.0.1)")
     if cfg.mqtt.ca_file and not cfg.mqtt.tls:
         warnings.append("mqtt.ca_file is set but mqtt.url is mqtt:// (plain text); use mqtts:// to encrypt")
+    warnings += calibration_warnings(cfg.instruments)
     return errors, warnings

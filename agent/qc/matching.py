@@ -40,6 +40,13 @@ def event_technique(event: ExposureEvent) -> dict[str, float]:
     return {key: value for key, value in values.items() if value is not None}
 
 
+def event_device(event: ExposureEvent) -> dict[str, str]:
+    """The X-ray unit that made the exposure, as its DICOM names it (only the values it has)."""
+    values = {"manufacturer": event.manufacturer, "model": event.model, "serial_number": event.device_serial,
+              "station_name": event.station_name}
+    return {key: value for key, value in values.items() if value}
+
+
 def event_time(event: ExposureEvent) -> datetime:
     """When the exposure was made: the modality's acquisition time, else when the agent received the object."""
     return event.acquired_at if event.acquired_at is not None else event.received_at

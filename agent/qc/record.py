@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
-from agent.payloads.qc_session import QcSession, SessionExposure, SessionReading, SetTechnique
+from agent.payloads.qc_session import (InstrumentRecord, QcSession, Review, SessionExposure, SessionReading,
+                                       SetTechnique, XrayUnit)
 from agent.qc.analysis import analyse
 from agent.qc.limits import QcLimits
 from agent.qc.matching import measured_and_excluded, parse_time
@@ -37,7 +39,8 @@ def exposure_views(store: QcStore, session: dict[str, Any]) -> list[dict[str, An
         values, excluded = measured_and_excluded(group)
         flags = sorted({flag for reading in group for flag in reading.get("flags") or ()})
         views.append({"number": row["number"], "measured_at": row["measured_at"], "technique": technique,
-                      "measured": values, "excluded": excluded, "flags": flags, "readings": group})
+                      "measured": values, "excluded": excluded, "flags": flags, "device": row.get("device") or {},
+                      "readings": group})
     return views
 
 
@@ -60,15 +63,35 @@ def analysed(test_type: str, views: list[dict[str, Any]], limits: QcLimits) -> T
     return analyse(test_type, qc_exposures(views), limits)
 
 
+def unit_identity(unit_id: str | None, views: list[dict[str, Any]]) -> dict[str, Any]:
+    """The X-ray unit: the configured id, and per DICOM field the value most exposures carry (others as conflicts)."""
+    out: dict[str, Any] = {"unit_id": unit_id or None, "conflicts": []}
+    for key in ("manufacturer", "model", "serial_number", "station_name"):
+        counts = Counter(v["device"][key] for v in views if v.get("device", {}).get(key))
+        out[key] = counts.most_common(1)[0][0] if counts else None
+        if len(counts) > 1:
+            out["conflicts"].append(f"{key}: {', '.join(sorted(counts))}")
+    return out
+
+
 def session_payload(session: dict[str, Any], views: list[dict[str, Any]], result: TestResult, *, site: str,
                     room: str, finished_at: str, match_window_s: float) -> QcSession:
-    """The qc/session message (and audit record) of a session being finished; msg_id is fixed per session, so
-    publishing it again after a crash is the same message."""
+    """The qc/session message (and audit record) of a session being finished; msg_id is fixed per session and
+    revision, so publishing it again after a crash is the same message, and a review is a new revision."""
     exposures = [SessionExposure(number=v["number"], measured_at=parse_time(v["measured_at"]),
                                  technique=SetTechnique(**v["technique"]), measured=v["measured"],
                                  excluded=v.get("excluded", {}), flags=v.get("flags", []), readings=[SessionReading(**r) for r in v["readings"]]) for v in views]
-    return QcSession(msg_id=f"qcs-{session['ref']}", site=site, room=room, session_ref=session["ref"],
+    details = session.get("details") or {}
+    review = session.get("review")
+    revision = int(review["revision"]) if review else 0
+    msg_id = f"qcs-{session['ref']}" + (f"-r{revision}" if revision else "")
+    return QcSession(msg_id=msg_id, site=site, room=room, session_ref=session["ref"],
                      test_type=session["test_type"], operator=session["operator"],
                      instruments=session["instruments"], started_at=parse_time(session["started_at"]),
                      finished_at=parse_time(finished_at), match_window_s=match_window_s, exposures=exposures,
-                     result=result)
+                     result=result, unit=XrayUnit(**unit_identity(details.get("unit_id"), views)),
+                     instrument_records=[InstrumentRecord(**r) for r in details.get("instruments", [])],
+                     time_zone=details.get("time_zone"), revision=revision,
+                     review=None if not review else Review(reviewed_by=review["reviewed_by"],
+                                                           reviewed_at=parse_time(review["reviewed_at"]),
+                                                           comment=review.get("comment", "")))

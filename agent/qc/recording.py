@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 from agent.payloads.exposure import ExposureEvent
 from agent.payloads.qc import QcReading
-from agent.qc.matching import event_technique, event_time, increments, nearest, parse_time, utc_iso
+from agent.qc.matching import event_device, event_technique, event_time, increments, nearest, parse_time, utc_iso
 from agent.qc.store import QcStore, dumps
 
 EVENTS_KEPT = timedelta(days=1)  # events are only wanted for a few seconds; a day is plenty for late senders
@@ -92,8 +92,9 @@ def _claim_nearest_event(conn: sqlite3.Connection, ref: str, number: int, at: da
 def _fill(conn: sqlite3.Connection, ref: str, number: int, event_ref: str) -> None:
     conn.execute("UPDATE exposures SET technique = (SELECT technique FROM events WHERE event_ref = ?), "
                  "dicom_technique = (SELECT technique FROM events WHERE event_ref = ?), "
+                 "device = (SELECT device FROM events WHERE event_ref = ?), "
                  "source = 'dicom', event_ref = ? WHERE session_ref = ? AND number = ?",
-                 (event_ref, event_ref, event_ref, ref, number))
+                 (event_ref, event_ref, event_ref, event_ref, ref, number))
     conn.execute("UPDATE events SET claimed_by = ? WHERE event_ref = ?", (f"{ref}/{number}", event_ref))
 
 
@@ -112,8 +113,9 @@ def record_events(store: QcStore, events: list[ExposureEvent], window_s: float) 
             if not technique:
                 continue  # nothing to fill (an RDSR event without technique values)
             at = event_time(event)
-            added = conn.execute("INSERT OR IGNORE INTO events (event_ref, at, technique, stored_at) "
-                                 "VALUES (?, ?, ?, ?)", (event.event_ref, utc_iso(at), dumps(technique), utc_iso(now)))
+            added = conn.execute("INSERT OR IGNORE INTO events (event_ref, at, technique, stored_at, device) "
+                                 "VALUES (?, ?, ?, ?, ?)", (event.event_ref, utc_iso(at), dumps(technique),
+                                                            utc_iso(now), dumps(event_device(event))))
             if added.rowcount == 0:
                 continue  # the same exposure again (its image and its dose report share the event_ref)
             target = _nearest_exposure(conn, at, window_s)

@@ -16,7 +16,8 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any
 
 from agent.outbox import OutboxError
@@ -29,7 +30,8 @@ from agent.qc.matching import TECHNIQUE_KEYS, utc_iso
 from agent.qc.models import TEST_TYPES
 from agent.qc.quantities import measures as quantity_measures
 from agent.qc.quantities import missing_quantities
-from agent.qc.record import analysed, exposure_views, session_payload
+from agent.qc.models import TestResult
+from agent.qc.record import analysed, exposure_views, session_payload, unit_identity
 from agent.qc.recording import mark_emitted, record_events, record_reading
 from agent.qc.store import QcStore, QcStoreError, dumps
 from agent.sink import Sink
@@ -37,6 +39,8 @@ from agent.sink import Sink
 log = logging.getLogger(__name__)
 
 OPERATOR_MAX = 32
+REVIEWER_MAX = 80
+COMMENT_MAX = 2000
 
 
 class QcError(Exception):
@@ -52,15 +56,19 @@ class QcSessions:
 
     def __init__(self, cfg: QcConfig, store: QcStore, sink: Sink, instruments: Mapping[str, str],
                  measures: Mapping[str, frozenset[str]] | None = None,
-                 accumulating: Mapping[str, frozenset[str]] | None = None) -> None:
+                 accumulating: Mapping[str, frozenset[str]] | None = None,
+                 records: Mapping[str, dict[str, Any]] | None = None, time_zone: str = "UTC") -> None:
         """instruments: configured instrument id -> driver name. measures: id -> the QC quantities it measures
         (default: its built-in driver's, agent/qc/quantities.py). accumulating: id -> the quantities it integrates
-        (a running total: an exposure is their increase; default: the built-in driver's). No I/O here."""
+        (a running total: an exposure is their increase; default: the built-in driver's). records: id -> what a
+        session records about the instrument (InstrumentConfig.record()). No I/O here."""
         self.cfg, self.store, self.sink = cfg, store, sink
         self.instruments = dict(instruments)
         measures = measures or {}
         self.measures = {i: measures.get(i, quantity_measures(d)) for i, d in self.instruments.items()}
         self.accumulating = dict(accumulating or {})
+        self.records = {i: dict((records or {}).get(i) or {"id": i, "driver": d}) for i, d in self.instruments.items()}
+        self.time_zone = time_zone
 
     # ---- service -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -142,9 +150,11 @@ class QcSessions:
                 if busy is not None:
                     raise QcError(409, f"instrument {instrument} is in open session {busy['ref']}: finish or "
                                        "discard that one first")
-            conn.execute("INSERT INTO sessions (ref, test_type, operator, instruments, state, started_at) "
-                         "VALUES (?, ?, ?, ?, 'open', ?)", (ref, test_type, operator.strip(), dumps(instruments),
-                                                            utc_iso(_now())))
+            details = {"unit_id": self.cfg.unit_id or None, "time_zone": self.time_zone,
+                       "instruments": [with_calibration_status(self.records[i], _now()) for i in instruments]}
+            conn.execute("INSERT INTO sessions (ref, test_type, operator, instruments, state, started_at, details) "
+                         "VALUES (?, ?, ?, ?, 'open', ?, ?)", (ref, test_type, operator.strip(), dumps(instruments),
+                                                               utc_iso(_now()), dumps(details)))
         log.info("QC session %s started: %s on %s by %s", ref, test_type, ", ".join(instruments), operator.strip())
         self._analyse(ref)
         return self.session(ref)
@@ -215,6 +225,37 @@ class QcSessions:
             log.warning("QC session %s finished but not yet published (%s); retrying", ref, exc)
         return self.session(ref)
 
+    def review(self, ref: str, reviewed_by: Any, comment: Any = "") -> dict[str, Any]:
+        """A physicist signs a finished session off: the review is stored and the record published again as its
+        next revision (a new msg_id, so subscribers get the update and the first record stays as it was)."""
+        name = reviewed_by.strip() if isinstance(reviewed_by, str) else ""
+        if not name or len(name) > REVIEWER_MAX or not name.isprintable():
+            raise QcError(400, f"reviewed_by: the reviewer's name (1-{REVIEWER_MAX} characters)")
+        if not isinstance(comment, str) or len(comment) > COMMENT_MAX:
+            raise QcError(400, f"comment: text of at most {COMMENT_MAX} characters")
+        with self._store() as conn:
+            session = self._row(ref)
+            if session is None:
+                raise QcError(404, f"no QC session {ref}")
+            if session["state"] != "finished":
+                raise QcError(409, f"session {ref} is {session['state']}: only a finished session can be reviewed")
+            revision = int((session.get("review") or {}).get("revision", 0)) + 1
+            review = {"reviewed_by": name, "reviewed_at": local_iso(_now(), self.time_zone),
+                      "comment": comment.strip(), "revision": revision}
+            session["review"] = review
+            views = exposure_views(self.store, session)
+            result = TestResult.model_validate(session["result"])
+            record = session_payload(session, views, result, site=self.sink.site, room=self.sink.room,
+                                     finished_at=session["ended_at"], match_window_s=self.cfg.match_window_s)
+            conn.execute("UPDATE sessions SET review = ?, record = ?, published = 0 WHERE ref = ?",
+                         (dumps(review), record.model_dump_json(by_alias=True), ref))
+        log.info("QC session %s reviewed by %s (revision %d)", ref, name, revision)
+        try:
+            self.publish_pending()
+        except OutboxError as exc:
+            log.warning("QC session %s review not yet published (%s); retrying", ref, exc)
+        return self.session(ref)
+
     def discard(self, ref: str) -> dict[str, Any]:
         """Abandon the session: kept locally, not published (its readings went out on qc/reading already)."""
         with self._store() as conn:
@@ -230,8 +271,11 @@ class QcSessions:
         if session is None:
             raise QcError(404, f"no QC session {ref}")
         session.pop("record", None)
-        return {**session, "published": bool(session["published"]),
-                "exposures": exposure_views(self.store, session), "match_window_s": self.cfg.match_window_s}
+        views = exposure_views(self.store, session)
+        details = session.get("details") or {}
+        return {**session, "published": bool(session["published"]), "exposures": views,
+                "match_window_s": self.cfg.match_window_s, "unit": unit_identity(details.get("unit_id"), views),
+                "instrument_records": details.get("instruments", []), "time_zone": details.get("time_zone")}
 
     def sessions(self, state: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Summaries, newest first: open ones, or the recent finished/discarded ones, or all."""
@@ -285,6 +329,22 @@ class QcSessions:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def local_iso(at: datetime, zone: str) -> str:
+    """ISO 8601 in the site's time zone, with its offset (an unknown zone: UTC)."""
+    try:
+        return at.astimezone(ZoneInfo(zone)).isoformat(timespec="seconds")
+    except (ZoneInfoNotFoundError, ValueError):
+        return at.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def with_calibration_status(record: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The instrument record with calibration_status at `now`: overdue after calibration_due, valid before, else
+    unknown."""
+    due = record.get("calibration_due")
+    status = "unknown" if not due else ("overdue" if date.fromisoformat(due) < now.date() else "valid")
+    return {**record, "calibration_status": status}
 
 
 def _loads(text: str) -> dict[str, Any]:

@@ -74,10 +74,10 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
 """
 JSON_COLUMNS = ("instruments", "result", "record", "technique", "payload", "increments", "dicom_technique",
-                "details", "review")
+                "details", "review", "device")
 # Columns added after the first release: (table, column, declaration), added to an existing qc.db at open.
 ADDED_COLUMNS = (("exposures", "dicom_technique", "TEXT"), ("sessions", "details", "TEXT"),
-                 ("sessions", "review", "TEXT"))
+                 ("sessions", "review", "TEXT"), ("events", "device", "TEXT"), ("exposures", "device", "TEXT"))
 
 
 class QcStoreError(OutboxError):

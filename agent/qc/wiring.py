@@ -22,7 +22,8 @@ def add_qc_sessions(cfg: Config, sink: Sink, supervisor: Supervisor, intakes: li
                     {inst.id: inst.driver for inst in cfg.instruments},
                     measures={inst.id: instrument_measures(inst) for inst in cfg.instruments},
                     accumulating={inst.id: frozenset(getattr(inst.driver_settings(), "accumulating", ()))
-                                  for inst in cfg.instruments})
+                                  for inst in cfg.instruments},
+                    records={inst.id: inst.record() for inst in cfg.instruments}, time_zone=cfg.site.timezone)
     observed: set[int] = set()
     for _name, service in intakes:
         if hasattr(service, "emit") and hasattr(service, "tracker"):  # an InstrumentReader

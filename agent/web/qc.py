@@ -155,6 +155,14 @@ def finish(ref: str):
     return jsonify(_qc().finish(ref))
 
 
+@bp.post("/api/qc/sessions/<ref>/review")
+def review(ref: str):
+    """A physicist's sign-off of a finished session: {"reviewed_by": name, "comment": text}; published as an update
+    of the session record."""
+    body = _body()
+    return jsonify(_qc().review(ref, body.get("reviewed_by", ""), body.get("comment", "")))
+
+
 @bp.post("/api/qc/sessions/<ref>/discard")
 def discard(ref: str):
     """Abandon the session (kept locally, not published)."""
