@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Blueprint, Flask, abort, current_app, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, abort, current_app, jsonify, render_template, request
 
 from agent.qc.models import TEST_TYPES
 from agent.qc.sessions import QcError, QcSessions
@@ -79,6 +79,22 @@ def report(ref: str):
         abort(404)
     return render_template("qc_report.html", s=session, site=cfg.site.id, room=cfg.site.room,
                            label=TEST_LABELS.get(session["test_type"], session["test_type"]))
+
+
+@bp.get("/qc/report/<ref>.pdf")
+def report_pdf(ref: str):
+    """The report as a PDF file (Download PDF)."""
+    from agent.qc.pdf import render_pdf  # fpdf2 only when a PDF is asked for
+
+    qc, cfg = _qc(), current_app.extensions["xray_agent"].cfg
+    try:
+        session = qc.session(ref)
+    except QcError:
+        abort(404)
+    data = render_pdf(session, site=cfg.site.id, room=cfg.site.room,
+                      label=TEST_LABELS.get(session["test_type"], session["test_type"]))
+    return Response(data, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="qc-{ref}.pdf"'})
 
 
 # ---- API -------------------------------------------------------------------------------------------------------------

@@ -145,6 +145,7 @@ function renderSession(s) {
   $("finish").hidden = $("discard").hidden = !open;
   $("confirm-all").hidden = !open || !s.exposures.some((e) => e.technique.source === "dicom" && !e.technique.confirmed);
   $("report").href = `/qc/report/${s.ref}`;
+  $("report-pdf").href = `/qc/report/${s.ref}.pdf`;
 }
 
 // ---- actions --------------------------------------------------------------------------------------------------------
