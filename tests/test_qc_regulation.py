@@ -96,3 +96,10 @@ def test_no_verdict_is_federal_unless_its_limit_is():
         limits_from_mapping({"reproducibility_max_cv": 0.04, "sources": {"coefficient_of_variation": "federal"}})
     state = QcLimits(kvp_tolerance_fraction=0.10, sources={"kvp_accuracy": "state"})
     assert analyse("kvp_accuracy", [QcExposure(set_kvp=80, kvp=81)], state).criteria[0].source == "state"
+
+
+def test_dap_agreement_value_and_rule_say_the_same_thing():
+    # DICOM 0.3e-5 vs meter 1e-4: deviation -0.97; the rule names the signed deviation and bounds its magnitude.
+    crit = analyse("dap_agreement", [QcExposure(dap_gy_m2=1e-4, dicom_dap_gy_m2=0.3e-5)], US).criteria[0]
+    assert crit.value == pytest.approx(-0.97) and crit.comparison == "abs<=" and crit.passed is False
+    assert crit.rule.startswith("deviation = (DICOM DAP - reference DAP) / reference DAP; |deviation| <= 0.35")

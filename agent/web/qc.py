@@ -36,6 +36,14 @@ def _when(iso: str | None) -> str:
     return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S UTC") if iso else "—"
 
 
+@bp.app_template_filter("local")
+def _local(iso: str | None, zone: str | None = None) -> str:
+    """A stored time in the session's zone with its offset: 2025-03-04 11:00:05 +01:00."""
+    from agent.qc.pdf import local_time
+
+    return local_time(iso, zone)
+
+
 def register_qc(app: Flask, qc: QcSessions) -> None:
     """Add the QC page and API to the app; the session service is found in app.extensions[EXTENSION]."""
     app.extensions[EXTENSION] = qc

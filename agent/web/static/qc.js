@@ -40,6 +40,13 @@ function clock(iso) {
     hour12: false}) : "";
 }
 
+function stamp(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  const day = d.toLocaleDateString("sv-SE"); // YYYY-MM-DD
+  return `${day} ${clock(iso)}`;
+}
+
 function say(text) {
   $("message").textContent = text || "";
   $("message").hidden = !text;
@@ -85,7 +92,8 @@ function renderSessions(overview) {
     const pick = el("button", {type: "button", class: "pick", onclick: () => { state.ref = s.ref; refresh(); }},
       el("span", {class: `badge ${verdict}`, text: verdict.toUpperCase()}),
       el("span", {text: ` ${(state.labels || {})[s.test_type] || s.test_type} · ${s.operator} · ` +
-        `${s.n_exposures} exposures · ${s.state} ${clock(s.started_at)}`}));
+        `${s.n_exposures} exposures · started ${stamp(s.started_at)}` +
+        (s.ended_at ? ` · ${s.state} ${stamp(s.ended_at)}` : ` · ${s.state}`)}));
     return el("li", {}, pick, el("a", {href: `/qc/report/${s.ref}`, text: "report"}));
   });
   $("sessions").replaceChildren(...items);
@@ -122,7 +130,8 @@ function criterionItem(c) {
     c.invalid ? "invalid" : "incomplete";
   const value = c.value === null ? "" : ` — ${fmt(c.value)} vs limit ${fmt(c.limit)} ${c.unit === "1" ? "" : c.unit}`;
   return el("li", {class: outcome}, el("span", {class: `badge ${outcome}`, text: outcome.toUpperCase()}),
-    el("span", {text: ` ${c.subject}: ${c.rule}${value}${c.reason ? " (" + c.reason + ")" : ""}`}));
+    el("span", {text: ` ${c.subject}: ${c.rule}${value}${c.reason ? " (" + c.reason + ")" : ""}` +
+      (c.source ? ` · limit: ${c.source}` : "")}));
 }
 
 function renderSession(s) {
@@ -134,8 +143,15 @@ function renderSession(s) {
   const open = s.state === "open";
   const result = s.result || {verdict: "incomplete", criteria: []};
   $("s-title").textContent = `${(state.labels || {})[s.test_type] || s.test_type} · ${s.ref}`;
-  $("s-meta").textContent = `${s.instruments.join(", ")} · operator ${s.operator} · started ${clock(s.started_at)}` +
-    (open ? "" : ` · ${s.state}${s.published ? ", published" : ""}`);
+  const unit = s.unit || {};
+  const unitText = [unit.unit_id, unit.manufacturer, unit.model, unit.serial_number && `SN ${unit.serial_number}`,
+    unit.station_name].filter(Boolean).join(" ");
+  $("s-meta").textContent = `${s.instruments.join(", ")} · operator ${s.operator} · started ${stamp(s.started_at)}` +
+    (unitText ? ` · unit ${unitText}` : "") + (open ? "" : ` · ${s.state}${s.published ? ", published" : ""}`);
+  $("review").hidden = s.state !== "finished";
+  const review = s.review;
+  $("review-done").textContent = review ? `Signed off by ${review.reviewed_by} on ${stamp(review.reviewed_at)}` +
+    (review.comment ? `: ${review.comment}` : "") : "Not reviewed yet.";
   $("verdict").textContent = result.verdict.toUpperCase();
   $("verdict").className = `verdict ${result.verdict}`;
   $("s-reason").textContent = result.reason || "";
@@ -217,6 +233,11 @@ $("start-form").addEventListener("submit", start);
 $("edit-form").addEventListener("submit", saveEdit);
 $("edit-cancel").addEventListener("click", () => $("edit").close());
 $("finish").addEventListener("click", () => act(api(`/api/qc/sessions/${state.ref}/finish`, {})));
+$("review-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  act(api(`/api/qc/sessions/${state.ref}/review`,
+    {reviewed_by: $("reviewed_by").value, comment: $("review_comment").value}));
+});
 $("confirm-all").addEventListener("click", () => act(api(`/api/qc/sessions/${state.ref}/confirm`, {})));
 $("discard").addEventListener("click", () => {
   if (confirm("Discard this session? It will not be published.")) act(api(`/api/qc/sessions/${state.ref}/discard`, {}));
