@@ -117,3 +117,11 @@ def test_open_dicom_listener_warns_and_bad_peer_network_is_named(folder):
     (folder / "agent.toml").write_text(GOOD.replace("[dicom]", '[dicom]\nallowed_peers = ["10.0.0.300"]'))
     result = check_config(folder / "agent.toml")
     assert result.returncode == 2 and "dicom.allowed_peers" in result.stderr and "10.0.0.300" in result.stderr
+
+
+def test_overdue_instrument_calibration_warns(folder):
+    (folder / "agent.toml").write_text(GOOD + '\n[[instruments]]\nid = "kvp-meter"\ndriver = "victoreen_4000m"\n'
+                                       'port = "/dev/serial/by-id/usb-x"\ncalibration_due = 2020-01-31\n')
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 0, result.stderr
+    assert "warning: instruments.0.calibration_due: kvp-meter's calibration expired on 2020-01-31" in result.stderr

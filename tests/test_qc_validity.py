@@ -99,3 +99,15 @@ def test_the_dap_meters_whole_second_time_never_feeds_the_timer_test(tmp_path, s
     from agent.qc.matching import measured
     dap = {"driver": "ptw_diamentor", "quantities": {"dap_gy_m2": 1e-4, "exposure_time_ms": 1000.0}, "flags": []}
     assert measured([dap]) == {"dap_gy_m2": 1e-4}
+
+
+def test_qc_status_shows_the_flags_per_exposure_and_the_invalid_criterion(make_qc, sink):
+    from agent.qc.cli import render_session
+    qc = make_qc()
+    ref = qc.open_session("kvp_accuracy", ["kvp-1"], "AB")["ref"]
+    qc.recorder(sink.emit)(flagged_reading(0, kvp=120.3))
+    qc.observe([event(0, "e0", kvp=120.0, exposure_mas=10.0)])
+    qc.confirm_all(ref)
+    text = render_session(qc.session(ref))
+    assert "meter flags" in text and "kvp_outside_filter_range (excluded)" in text
+    assert "verdict: INVALID" in text and "INVALID  exposure 1:" in text
