@@ -83,6 +83,8 @@ def test_a_kvp_test_on_an_area_monitor_is_refused_with_a_clear_message(tmp_path,
             qc.open_session("kvp_accuracy", ["area-1"], "AB")
         assert err.value.status == 400
         assert qc.sessions() == []
+        with pytest.raises(QcError, match="area-1 measures nothing reproducibility uses: leave it out"):
+            qc.open_session("reproducibility", ["kvp-1", "area-1"], "AB")
         qc.open_session("kvp_accuracy", ["kvp-1"], "AB")  # the kVp meter measures it
     finally:
         qc.stop()

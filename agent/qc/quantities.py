@@ -31,6 +31,8 @@ TEST_QUANTITIES: dict[str, tuple[tuple[str, ...], ...]] = {
     "hvl": (("hvl_mm_al", "air_kerma_ugy"),),
     "dap_agreement": (("dap_gy_m2", "air_kerma_ugy"),),
 }
+# Quantities a test uses when an instrument gives them, beyond what it needs (the measured kV for the HVL table).
+OPTIONAL_QUANTITIES: dict[str, tuple[str, ...]] = {"hvl": ("kvp",)}
 QUANTITY_LABELS = {"air_kerma_ugy": "air kerma", "kvp": "kVp", "exposure_time_ms": "exposure time",
                    "hvl_mm_al": "HVL", "dap_gy_m2": "DAP"}
 
@@ -72,8 +74,13 @@ def missing_quantities(test_type: str, measured: Iterable[str]) -> list[str]:
 
 
 def needed(test_type: str) -> frozenset[str]:
-    """Every quantity a test type may use."""
+    """Every quantity a test type needs (any of each group)."""
     return frozenset(q for group in TEST_QUANTITIES.get(test_type, ()) for q in group)
+
+
+def used(test_type: str) -> frozenset[str]:
+    """Every quantity a test type uses: needed ones and the optional ones."""
+    return needed(test_type) | frozenset(OPTIONAL_QUANTITIES.get(test_type, ()))
 
 
 def invalidating(flags: Iterable[str]) -> list[str]:

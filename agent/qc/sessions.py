@@ -30,6 +30,7 @@ from agent.qc.matching import TECHNIQUE_KEYS, utc_iso
 from agent.qc.models import TEST_TYPES
 from agent.qc.quantities import measures as quantity_measures
 from agent.qc.quantities import missing_quantities
+from agent.qc.quantities import used as used_quantities
 from agent.qc.models import TestResult
 from agent.qc.record import analysed, exposure_views, session_payload, unit_identity
 from agent.qc.recording import mark_emitted, record_events, record_reading
@@ -174,6 +175,11 @@ class QcSessions:
                              f"{', '.join(sorted(self.measures[i])) or 'no exposure quantity'}" for i in instruments)
             raise QcError(400, f"{test_type} needs {' and '.join(missing)}, which the chosen instruments do not "
                                f"measure: {have}")
+        idle = [i for i in instruments if not self.measures[i] & used_quantities(test_type)]
+        if idle:
+            # Its readings would become exposures of their own (an area monitor's background every 2 s).
+            raise QcError(400, f"{', '.join(idle)} measure{'s' if len(idle) == 1 else ''} nothing {test_type} uses: "
+                               f"leave {'it' if len(idle) == 1 else 'them'} out of the session")
         name = operator.strip() if isinstance(operator, str) else ""
         if not name or len(name) > OPERATOR_MAX or not name.isprintable():
             raise QcError(400, f"operator: your initials or staff id (1-{OPERATOR_MAX} characters)")
