@@ -165,6 +165,13 @@ class Victoreen4000M(PollingDriver):
         """An armed meter is silent until the exposure; any other state expects answers."""
         return self.state != "armed"
 
+    def not_responding(self, now: float | None = None) -> str | None:
+        """As the base, and when the meter is `busy` say that it may be armed (it answers only when READY)."""
+        message = super().not_responding(now)
+        if message and self.state == "busy":
+            message += " (no answer to F: armed and waiting for an exposure, or off)"
+        return message
+
     def poll(self, transport: Transport, stop: threading.Event) -> Reading | None:
         """One step of the state machine above; a Reading when D answered with an exposure."""
         if self.state == "armed":
