@@ -125,7 +125,7 @@ def render_pdf(s: dict[str, Any], *, site: str, room: str, label: str) -> bytes:
         limit = f"{_n(c['limit'])} {'' if c['unit'] == '1' else c['unit']}".strip()
         source = f"{c.get('source') or '–'}: {c.get('citation') or ''}".strip()
         rows.append([c["subject"], c["rule"] + (f" ({c['reason']})" if c.get("reason") else ""),
-                     _inputs(c["inputs"]), _n(c["value"]), limit, source, outcome])
+                     format_inputs(c["inputs"]), _n(c["value"]), limit, source, outcome])
     _table(pdf, ["Subject", "Rule", "Inputs", "Value", "Limit", "Source", "Outcome"],
            [[t(x) for x in row] for row in rows], (18, 44, 42, 14, 16, 34, 18), size=SMALL_PT)
 
@@ -178,7 +178,7 @@ def _tp(record: dict[str, Any]) -> str | None:
     return correction.replace("_", " ") + (f" ({tp})" if tp else "")
 
 
-def _inputs(inputs: dict[str, Any]) -> str:
+def format_inputs(inputs: dict[str, Any]) -> str:
     """The criterion's inputs, lists shortened: 'mean_measured_kv=80.4; n=2; ...'."""
     parts = []
     for key, value in inputs.items():

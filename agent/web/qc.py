@@ -44,6 +44,14 @@ def _local(iso: str | None, zone: str | None = None) -> str:
     return local_time(iso, zone)
 
 
+@bp.app_template_filter("inputs")
+def _inputs(inputs: dict) -> str:
+    """A criterion's inputs in one line, numbers to 4 significant digits."""
+    from agent.qc.pdf import format_inputs
+
+    return format_inputs(inputs)
+
+
 def register_qc(app: Flask, qc: QcSessions) -> None:
     """Add the QC page and API to the app; the session service is found in app.extensions[EXTENSION]."""
     app.extensions[EXTENSION] = qc
