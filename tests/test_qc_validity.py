@@ -7,6 +7,8 @@ import json
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.instruments.mapping import qc_reading
 from agent.qc.config import QcConfig
@@ -113,3 +115,25 @@ def test_qc_status_shows_the_flags_per_exposure_and_the_invalid_criterion(make_q
     text = render_session(qc.session(ref))
     assert "meter flags" in text and "kvp_outside_filter_range (excluded)" in text
     assert "verdict: INVALID" in text and "INVALID  exposure 1:" in text
+
+
+FLAG_NAMES = ["kvp_outside_filter_range", "over_range", "error_3", "integrator_failure", "high_alarm", "audio",
+              "status_nonzero", "filter_position_unknown"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["victoreen_4000m", "ptw_diamentor", "profile"]),
+                          st.dictionaries(st.sampled_from(["kvp", "air_kerma_ugy", "exposure_time_ms", "dap_gy_m2"]),
+                                          st.floats(0, 1e4, allow_nan=False), min_size=1),
+                          st.sets(st.sampled_from(FLAG_NAMES))), min_size=1, max_size=4))
+def test_a_flagged_or_unfit_value_is_never_a_measured_value(readings):
+    from agent.qc.matching import measured_and_excluded
+    from agent.qc.quantities import excluded_by_flags, fit
+    dicts = [{"driver": d, "quantities": q, "flags": sorted(f)} for d, q, f in readings]
+    values, excluded = measured_and_excluded(dicts)
+    for key, value in values.items():
+        # Some reading gave this value validly: fit for its driver and not excluded by its own flags.
+        assert any(r["quantities"].get(key) == value and fit(r["driver"], key)
+                   and key not in excluded_by_flags(r["quantities"], r["flags"]) for r in dicts)
+    for key, flags in excluded.items():
+        assert key not in values and flags
