@@ -1,4 +1,4 @@
-"""`xray-agent qc start|status|confirm|finish|discard|list|technique`: QC sessions from a terminal, via the running agent.
+"""`xray-agent qc start|status|confirm|finish|discard|list|technique`: QC sessions from a terminal, via the agent.
 
 Output is for a biomed at a terminal: a table of exposures, set technique next to what the meter measured, and the
 verdict with each criterion. Exit status 0 on success, 1 when the agent cannot do it (the message says why), 2 for a

@@ -80,7 +80,8 @@ def session_payload(session: dict[str, Any], views: list[dict[str, Any]], result
     revision, so publishing it again after a crash is the same message, and a review is a new revision."""
     exposures = [SessionExposure(number=v["number"], measured_at=parse_time(v["measured_at"]),
                                  technique=SetTechnique(**v["technique"]), measured=v["measured"],
-                                 excluded=v.get("excluded", {}), flags=v.get("flags", []), readings=[SessionReading(**r) for r in v["readings"]]) for v in views]
+                                 excluded=v.get("excluded", {}), flags=v.get("flags", []),
+                                 readings=[SessionReading(**r) for r in v["readings"]]) for v in views]
     details = session.get("details") or {}
     review = session.get("review")
     revision = int(review["revision"]) if review else 0
