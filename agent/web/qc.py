@@ -8,8 +8,6 @@ The app's token check (agent/web/app.py) applies here too.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, render_template, request
 
 from agent.qc.models import TEST_TYPES
@@ -28,12 +26,6 @@ TEST_LABELS = {
 assert set(TEST_LABELS) == set(TEST_TYPES), "every test type needs a label on the page"
 
 bp = Blueprint("qc", __name__, template_folder="templates", static_folder="static", static_url_path="/qc/static")
-
-
-@bp.app_template_filter("when")
-def _when(iso: str | None) -> str:
-    """A stored UTC time for the report: 2025-03-04 10:00:05 UTC."""
-    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S UTC") if iso else "—"
 
 
 @bp.app_template_filter("local")
