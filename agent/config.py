@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agent.dose.config import DoseConfig
 from agent.health.config import MIN_WEB_TOKEN_CHARS, CommandsConfig, HealthConfig, WebConfig
-from agent.instruments.config import InstrumentList
+from agent.instruments.config import InstrumentList, calibration_warnings
 from agent.privacy.config import PrivacyConfig
 from agent.qc.config import QcConfig
 from agent.secretfile import SecretFileError, check_secret_file, read_secret_text
@@ -325,4 +325,5 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
                         "hosts are refused (421) until the names and addresses they use are listed there")
     if cfg.mqtt.ca_file and not cfg.mqtt.tls:
         warnings.append("mqtt.ca_file is set but mqtt.url is mqtt:// (plain text); use mqtts:// to encrypt")
+    warnings += calibration_warnings(cfg.instruments)
     return errors, warnings

@@ -29,6 +29,9 @@ from drivers.settings import DriverSettings, PollSettings, StreamSettings
 
 T = TypeVar("T")
 
+# A polled meter with no valid reply for this many poll cycles is "not responding" (equipment state degraded).
+NOT_RESPONDING_POLLS = 3
+
 __all__ = ["Counters", "Driver", "ErrorReply", "FrameError", "PollingDriver", "Reading", "StreamDriver", "Transport"]
 
 
@@ -98,6 +101,8 @@ class Driver(ABC):
         self.settings = settings if settings is not None else self.Settings()
         self.counters = Counters()
         self.ready = False  # request/response: init sequence done
+        self.opened_at = time.monotonic()  # when the current transport was handed over (reset())
+        self.last_reply_at: float | None = None  # monotonic time of the last good frame on the current transport
         self.episode = EpisodeLog(logging.getLogger(f"drivers.{self.name}"), self.instrument_id)
 
     @property
@@ -112,6 +117,37 @@ class Driver(ABC):
     def initialize(self, transport: Transport, stop: threading.Event) -> bool:
         """Run the init sequence; False means 'try again after retry_interval_s'. Default: nothing to do."""
         return True
+
+    def reset(self) -> None:
+        """Forget the protocol state: a new transport (a reconnect, a power-cycled meter) starts from nothing known.
+
+        Called by poll_loop/stream_loop before the first byte on each transport. Subclasses that keep protocol state
+        (armed, selected unit, pending command) extend it; the next poll re-learns the meter's state by asking.
+        """
+        self.ready = False
+        self.opened_at = time.monotonic()
+        self.last_reply_at = None
+
+    def polled(self) -> bool:
+        """Request/response (the meter answers polls) rather than push."""
+        return self.style == "request_response"
+
+    def awaiting_reply(self) -> bool:
+        """Whether silence from the meter is a problem now. A meter armed for an exposure is silent by design."""
+        return True
+
+    def not_responding(self, now: float | None = None) -> str | None:
+        """'not responding for N s' when a polled meter gave no valid reply within NOT_RESPONDING_POLLS poll cycles
+        (poll interval + reply timeout each) on the current transport; None otherwise (and always for push meters,
+        whose silence stream_loop counts as timeouts)."""
+        if not self.polled() or not self.awaiting_reply():
+            return None
+        settings = self.settings
+        cycle_s = getattr(settings, "poll_interval_s", 0.0) + getattr(settings, "reply_timeout_s", 0.0)
+        silent_s = (time.monotonic() if now is None else now) - max(self.last_reply_at or 0.0, self.opened_at)
+        if silent_s <= NOT_RESPONDING_POLLS * cycle_s:
+            return None
+        return f"not responding: no valid reply for {silent_s:.0f} s"
 
     def reading(self, quantities: dict[str, float], raw: bytes, flags: Iterable[str] = (),
                 series: Mapping[str, Iterable[float]] | None = None) -> Reading:
@@ -160,6 +196,7 @@ class Driver(ABC):
     def good(self) -> None:
         """Count a good frame; ends a problem episode."""
         self.counters.frames_ok += 1
+        self.last_reply_at = time.monotonic()
         self.episode.ok()
 
     def bad(self, message: str) -> None:
@@ -190,8 +227,9 @@ class Driver(ABC):
 
 
 def poll_loop(driver: Driver, transport: Transport, stop: threading.Event) -> Iterator[Reading]:
-    """Request/response: run the init sequence (again after any timeout), then poll every poll_interval_s."""
-    driver.ready = False
+    """Request/response: from a reset protocol state, run the init sequence (again after any timeout), then poll
+    every poll_interval_s."""
+    driver.reset()
     while not stop.is_set():
         if not driver.ready:
             driver.ready = driver.initialize(transport, stop)
@@ -205,7 +243,9 @@ def poll_loop(driver: Driver, transport: Transport, stop: threading.Event) -> It
 
 
 def stream_loop(driver: Driver, transport: Transport, stop: threading.Event) -> Iterator[Reading]:
-    """Push: initialize once, then frame what arrives; a silence of silence_timeout_s counts one timeout."""
+    """Push: from a reset protocol state, initialize once, then frame what arrives; a silence of silence_timeout_s
+    counts one timeout."""
+    driver.reset()
     while not stop.is_set() and not driver.initialize(transport, stop):
         stop.wait(driver.settings.retry_interval_s)
     framer = driver.make_framer()

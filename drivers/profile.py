@@ -200,6 +200,8 @@ class Profile(PollSettings):
     errors: dict[str, str] = Field({}, description="Error code -> name.")
     init: tuple[CommandSpec, ...] = ()
     poll: tuple[CommandSpec, ...] = ()
+    accumulating: tuple[str, ...] = Field((), description="Fields the meter integrates (a running total until "
+                                          "reset, e.g. a dosimeter's integrated dose): an exposure is their increase.")
     emulator: EmulatorSpec | None = None
 
     @field_validator("ignore", "error_patterns")
@@ -212,6 +214,9 @@ class Profile(PollSettings):
         names = [f.name for f in self.fields]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate field names in {names}")
+        unknown = sorted(set(self.accumulating) - set(names))
+        if unknown:
+            raise ValueError(f"accumulating names {unknown}, which are not fields ({names})")
         if self.mode == "request_response" and not any(c.reply and c.parse for c in self.poll):
             raise ValueError("request_response profiles need a poll command whose reply is parsed")
         return self

@@ -33,6 +33,10 @@ class ProfileDriver(Driver):
         loop = stream_loop if self.settings.mode == "push" else poll_loop
         return loop(self, transport, stop)
 
+    def polled(self) -> bool:
+        """Request/response unless the profile pushes."""
+        return self.settings.mode != "push"
+
     def make_framer(self) -> Framer:
         """A fresh framer as the profile describes."""
         return self.settings.framing.make()

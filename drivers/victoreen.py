@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from typing import Literal
 
 from pydantic import Field
@@ -47,6 +48,8 @@ class VictoreenSettings(PollSettings):
     time_unit: Literal["s", "ms"] = "s"
     arm_timeout_s: float = Field(3.0, gt=0, description="Arming takes slightly more than 1 s (B-2).")
     poll_interval_s: float = Field(0.5, ge=0)
+    status_check_interval_s: float = Field(
+        10.0, gt=0, description="While armed and silent, ask F this often: an answer means the meter was reset.")
 
 
 def exposure_reply_end(buf: bytes) -> int | None:
@@ -111,12 +114,27 @@ def status_names(status: int) -> list[str]:
 
 def filter_flags(kvp: float, position: int, target: str) -> set[str]:
     """Flag a kVp outside the range of the filter in place (the meter leaves this check to the PC, B-2)."""
-    low, high = (FILTER_RANGES_KV_MO if target == "Mo" else FILTER_RANGES_KV)[position]
+    ranges = FILTER_RANGES_KV_MO if target == "Mo" else FILTER_RANGES_KV
+    if position not in ranges:
+        return {"filter_position_unknown"}
+    low, high = ranges[position]
     return set() if low <= kvp <= high else {"kvp_outside_filter_range"}
 
 
 class Victoreen4000M(PollingDriver):
-    """F -> S/O -> D... per exposure; one Reading per exposure."""
+    """F -> S/O -> D... per exposure; one Reading per exposure.
+
+    Protocol state (`state`). The meter answers only when READY, keeps the last exposure's data until it is armed
+    again, and holds none after power-on; so a D answer is a new exposure only if the meter was seen not READY
+    (armed) since the data was last read:
+      unknown  nothing known (start, after a reading, a failed arm): ask F. An answer means READY, and the data it may
+               hold was read already or predates a power-cycle: arm, never ask D. Silence -> busy.
+      armed    S/O answered 0: ask D, silence is "no exposure yet". Every status_check_interval_s of silence check as
+               in busy, which catches a meter power-cycled behind a working link.
+      busy     armed by us and then out of sight (a reconnect, an unanswered S/O), or seen not READY (armed by a
+               previous run of the agent, or from the front panel): ask F until it answers; then the meter went from
+               armed to READY, so data is an exposure made since: ask D and read it; no data (power-cycled): arm.
+    """
 
     name = "victoreen_4000m"
     Settings = VictoreenSettings
@@ -124,35 +142,97 @@ class Victoreen4000M(PollingDriver):
 
     def __init__(self, settings: VictoreenSettings | None = None) -> None:
         super().__init__(settings)
-        self.armed = False
+        self.state = "unknown"
         self.filter_position = 0
+        self._status_checked_at = 0.0
+
+    @property
+    def armed(self) -> bool:
+        """Armed with a confirmed 0 status: the next D answer is this exposure's data."""
+        return self.state == "armed"
+
+    @armed.setter
+    def armed(self, value: bool) -> None:
+        self.state = "armed" if value else "unknown"
+        self._status_checked_at = time.monotonic()
+
+    def reset(self) -> None:
+        """A new link: the meter may have been power-cycled, re-cabled or armed from its panel; ask before D."""
+        super().reset()
+        self.state = "busy" if self.state in ("armed", "busy") else "unknown"
+
+    def awaiting_reply(self) -> bool:
+        """An armed meter is silent until the exposure; any other state expects answers."""
+        return self.state != "armed"
+
+    def not_responding(self, now: float | None = None) -> str | None:
+        """As the base, and when the meter is `busy` say that it may be armed (it answers only when READY)."""
+        message = super().not_responding(now)
+        if message and self.state == "busy":
+            message += " (no answer to F: armed and waiting for an exposure, or off)"
+        return message
 
     def poll(self, transport: Transport, stop: threading.Event) -> Reading | None:
-        """Arm if not armed; else ask D (silence = no exposure yet). A good D reply ends the cycle."""
-        if not self.armed:
-            self.armed = self._arm(transport, stop)
+        """One step of the state machine above; a Reading when D answered with an exposure."""
+        if self.state == "armed":
+            reading = self._data(transport, stop)
+            if reading is not None:
+                self.state = "unknown"  # READY again with this exposure read: arm for the next one
+                return reading
+            if time.monotonic() - self._status_checked_at < self.settings.status_check_interval_s:
+                return None
+            return self._check_armed(transport, stop, count_timeout=False)
+        if self.state == "busy":
+            return self._check_armed(transport, stop, count_timeout=True)
+        position = self._filter(transport, stop, count_timeout=True)
+        if position is None:
             return None
+        self._arm(transport, stop, position)
+        return None
+
+    def _filter(self, transport: Transport, stop: threading.Event, count_timeout: bool) -> int | None:
+        """F: the filter position if the meter is READY; silence makes an unknown meter `busy`."""
+        self._status_checked_at = time.monotonic()
+        frame = self.transact(transport, CMD_FILTER, TerminatorFramer(CRLF), self.settings.reply_timeout_s, stop,
+                              count_timeout=count_timeout)
+        if frame is None:
+            if self.state == "unknown":
+                self.state = "busy"
+            return None
+        position = self.parse(lambda f: parse_int_line(f, 1, 5), frame)
+        if position is not None:
+            self.filter_position = position
+        return position
+
+    def _check_armed(self, transport: Transport, stop: threading.Event, count_timeout: bool) -> Reading | None:
+        """A meter seen armed: still busy (F silent), READY with a new exposure (D answers), or reset (no data)."""
+        position = self._filter(transport, stop, count_timeout)
+        if position is None:
+            return None
+        reading = self._data(transport, stop)
+        if reading is not None:
+            self.state = "unknown"
+            return reading
+        self.episode.problem("meter READY without data although armed (power-cycled or reset?): arming again")
+        self._arm(transport, stop, position)
+        return None
+
+    def _data(self, transport: Transport, stop: threading.Event) -> Reading | None:
         frame = self.transact(transport, CMD_DATA, FunctionFramer(exposure_reply_end), self.settings.reply_timeout_s,
                               stop, count_timeout=False)
-        if frame is None:
-            return None
-        reading = self.parse(self._reading, frame)
-        if reading is not None:
-            self.armed = False  # the meter is READY again; arm for the next exposure
-        return reading
+        return None if frame is None else self.parse(self._reading, frame)
 
-    def _arm(self, transport: Transport, stop: threading.Event) -> bool:
-        frame = self.transact(transport, CMD_FILTER, TerminatorFramer(CRLF), self.settings.reply_timeout_s, stop)
-        position = None if frame is None else self.parse(lambda f: parse_int_line(f, 1, 5), frame)
-        if position is None:
-            return False
-        self.filter_position = position
+    def _arm(self, transport: Transport, stop: threading.Event, position: int) -> None:
         arm = CMD_ARM[self.settings.target]
         frame = self.transact(transport, arm, TerminatorFramer(CRLF), self.settings.arm_timeout_s, stop)
-        status = None if frame is None else self.parse(lambda f: parse_int_line(f, 0, 63), frame)
+        if frame is None:
+            self.state = "busy"  # it may have armed: find out by F / D
+            return
+        status = self.parse(lambda f: parse_int_line(f, 0, 63), frame)
         if status:  # non-zero: the meter could not prepare (offsets, amplifiers)
             self.error_reply(ErrorReply(str(status), "+".join(status_names(status))))
-        return status == 0
+        self.state = "armed" if status == 0 else "unknown"
+        self._status_checked_at = time.monotonic()
 
     def _reading(self, frame: bytes) -> Reading:
         quantities, peaks = parse_exposure(frame, self.settings.exposure_unit, self.settings.time_unit)

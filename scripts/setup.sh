@@ -13,6 +13,7 @@ declare -A PROGRAMS=(
   [openssl]=openssl
   [chromium]=chromium            # the QC page's browser test (headless, driven by Selenium)
   [chromedriver]=chromium-driver # Debian's driver for it, so Selenium never downloads one
+  [pdftotext]=poppler-utils      # the QC report test reads the PDF back (pdfinfo, pdftotext, pdftoppm)
   [systemd-analyze]=systemd      # the unit file tests: verify and security --offline (no PID 1 needed)
 )
 missing=()

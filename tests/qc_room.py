@@ -35,7 +35,9 @@ class QcRoom:
         if STORESCU is None:
             raise AssertionError("dcmtk's storescu is not installed; scripts/setup.sh installs it")
         self.workdir = workdir
-        self.victoreen = VictoreenEmulator(link=str(workdir / "ttyV0"), arm_delay_s=0.05)
+        # Filter wheel position 4 reads 70-120 kV, the range these tests expose at (a kVp outside the filter's range
+        # is flagged by the driver, and a flagged reading is not a measurement).
+        self.victoreen = VictoreenEmulator(link=str(workdir / "ttyV0"), arm_delay_s=0.05, filter_position=4)
         self.diamentor = DiamentorEmulator(link=str(workdir / "ttyD0")) if dap_meter else None
         self.agent = None
         self.images = 0
@@ -97,6 +99,10 @@ class QcRoom:
 
     def session(self, ref: str) -> dict:
         return self.api(f"/api/qc/sessions/{ref}")
+
+    def confirm(self, ref: str) -> dict:
+        """The technologist confirms every DICOM-proposed technique (one action)."""
+        return self.api(f"/api/qc/sessions/{ref}/confirm", {})
 
     # ---- exposures ---------------------------------------------------------------------------------------------------
     def expose(self, ref: str, *, kvp: float, mas: float, kerma_ugy: float, measured_kvp: float | None = None,

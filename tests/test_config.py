@@ -134,3 +134,9 @@ def test_privacy_modes_verbatim_warns_and_a_bad_mode_is_named(folder):
         assert result.returncode == 2 and f"{key}:" in result.stderr, result.stderr
     (folder / "agent.toml").write_text(GOOD)
     assert "privacy" not in check_config(folder / "agent.toml").stderr, "the default (screened) needs no warning"
+def test_overdue_instrument_calibration_warns(folder):
+    (folder / "agent.toml").write_text(GOOD + '\n[[instruments]]\nid = "kvp-meter"\ndriver = "victoreen_4000m"\n'
+                                       'port = "/dev/serial/by-id/usb-x"\ncalibration_due = 2020-01-31\n')
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 0, result.stderr
+    assert "warning: instruments.0.calibration_due: kvp-meter's calibration expired on 2020-01-31" in result.stderr

@@ -121,3 +121,25 @@ def test_fuzz_replies(data):
     with expected_protocol([(b"D", data + b"\r\n\r\n")]) as port:
         reading = victoreen.poll(port, threading.Event())
     assert reading is None or {"kvp", "air_kerma_ugy", "exposure_time_ms"} <= set(reading.quantities)
+
+
+@pytest.mark.parametrize("name", ["victoreen_4000m", "ptw_diamentor", "ludlum_375", "profile"])
+def test_every_driver_starts_each_new_link_from_a_reset_protocol_state(name):
+    # Whatever a driver knew about the meter on the previous link (ready, armed, last reply) is forgotten when its
+    # readings() starts on a new transport: the loop asks the meter again.
+    from pathlib import Path
+
+    from drivers.profile import load_profile
+    from drivers.registry import DRIVERS
+    from tests.serial_fixtures import FakePort
+
+    cls = DRIVERS[name]
+    profile = Path(__file__).resolve().parent.parent / "config" / "profiles" / "ptw_unidos.toml"
+    driver = cls(load_profile(profile)) if name == "profile" else cls()
+    driver.ready, driver.last_reply_at = True, 123.0
+    if hasattr(driver, "state"):
+        driver.state = "unknown"
+    stop = threading.Event()
+    stop.set()  # the loop resets, then sees stop and returns without I/O
+    list(driver.readings(FakePort(stop=stop), stop))
+    assert driver.ready is False and driver.last_reply_at is None

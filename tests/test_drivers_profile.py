@@ -45,7 +45,7 @@ def test_ludlum_2363_error_reply_then_good():
 def test_ptw_unidos_init_then_mv_byte_exact():
     pairs = [(b"PTW\r\n", b"UNIDOS 1.0\r\n"), (b"MV\r\n", chunks_of(UNIDOS_MV, 9))]
     _, [reading] = run(load("ptw_unidos"), pairs, limit=1)
-    assert reading.quantities == pytest.approx({"dose_ugy": 2600.0, "dose_rate_ugy_s": 5.6e-3 / 60,
+    assert reading.quantities == pytest.approx({"air_kerma_ugy": 2600.0, "dose_rate_ugy_s": 5.6e-3 / 60,
                                                 "measurement_time_ms": 3000.0, "chamber_voltage_v": 300.0})
     assert reading.flags == frozenset()
 

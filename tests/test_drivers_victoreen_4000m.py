@@ -88,3 +88,42 @@ def test_parse_exposure_rejects_peak_count_mismatch():
 def test_status_names():
     assert status_names(9) == ["integrator_offset_high", "integrator_failure"]
     assert status_names(0) == []
+
+
+def test_reconnect_after_a_reading_never_asks_for_the_stale_data():
+    # The link broke right after an exposure was read: the meter still holds that data. A new link asks F and arms.
+    driver, [first] = run([(b"F", b"3\r\n"), (b"S", b"0\r\n"), (b"D", VICTOREEN_D)])
+    stop = threading.Event()
+    with expected_protocol([(b"F", b"3\r\n"), (b"S", b"0\r\n"), (b"D", b"")], stop=stop) as port:
+        collect(driver.readings(port, stop), stop, timeout_s=1.0)
+    assert driver.armed
+
+
+def test_reconnect_while_armed_reads_the_exposure_made_meanwhile_or_rearms_a_power_cycled_meter():
+    driver = Victoreen4000M(VictoreenSettings(**FAST))
+    driver.armed = True
+    stop = threading.Event()  # new link: F answers (READY), D answers -> the exposure we armed for
+    with expected_protocol([(b"F", b"3\r\n"), (b"D", VICTOREEN_D)]) as port:
+        [reading] = collect(driver.readings(port, stop), stop, limit=1)
+    assert reading.quantities == EXPECTED
+    driver.armed = True
+    stop = threading.Event()  # new link: READY without data (power-cycled) -> armed again, no reading
+    with expected_protocol([(b"F", b"3\r\n"), (b"D", b""), (b"S", b"0\r\n"), (b"D", b"")],
+                           stop=stop) as port:
+        assert collect(driver.readings(port, stop), stop, timeout_s=1.0) == []
+    assert driver.armed
+
+
+def test_not_responding_only_when_an_answer_is_due():
+    driver = Victoreen4000M(VictoreenSettings(**FAST))
+    driver.reset()
+    assert driver.not_responding(driver.opened_at + 0.01) is None
+    assert "not responding" in driver.not_responding(driver.opened_at + 10)
+    driver.armed = True  # an armed meter is silent by design
+    assert driver.not_responding(driver.opened_at + 10) is None
+
+
+def test_a_meter_found_armed_at_start_gives_its_exposure_once_ready():
+    # Armed by a previous run of the agent: F goes unanswered until the exposure; then the data is new.
+    driver, [reading] = run([(b"F", b""), (b"F", b""), (b"F", b"3\r\n"), (b"D", VICTOREEN_D)])
+    assert reading.quantities == EXPECTED and driver.counters.timeouts == 2

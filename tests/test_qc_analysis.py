@@ -236,16 +236,27 @@ def test_kvp_station_average_and_missing_reading():
     assert "zero" in only(analyse("kvp_accuracy", [kv(0, 0.5)], US)).reason
 
 
-def test_timer_boundary_and_short_times_not_applicable():
-    # 100 ms: 110 -> +10 % exactly -> pass; 200 ms: 221 -> +10.5 % -> fail; 50 ms is not "> 50 ms": not applicable.
-    t = [QcExposure(set_time_ms=s, exposure_time_ms=m) for s, m in ((100, 110), (200, 221), (50, 80))]
-    res = analyse("timer_accuracy", t, US)
-    short, hundred, two_hundred = res.criteria
-    assert hundred.passed is True and two_hundred.passed is False and res.verdict == "fail"
-    assert short.applies is False and short.passed is None and short.value == pytest.approx(0.6)
-    only_short = analyse("timer_accuracy", t[2:], US)
-    assert only_short.verdict == "incomplete" and only_short.reason == "no criterion applies to these exposures"
-    assert analyse("timer_accuracy", t[:1] + t[2:], US).verdict == "pass"  # the short station does not count
+def test_timer_boundary_fraction_plus_absolute_part():
+    # |mean - set| <= 10 % x set + 1 ms (IEC 60601-2-54 style): 100 ms: 111 -> 11 ms = 10 + 1 exactly -> pass;
+    # 200 ms: 222 -> 22 ms > 21 ms -> fail.
+    t = [QcExposure(set_time_ms=s, exposure_time_ms=m) for s, m in ((100, 111), (200, 222))]
+    hundred, two_hundred = analyse("timer_accuracy", t, US).criteria
+    assert (hundred.value, hundred.limit, hundred.unit) == (pytest.approx(11.0), pytest.approx(11.0), "ms")
+    assert hundred.passed is True and two_hundred.passed is False
+
+
+def test_timer_short_digital_exposures_are_judged_not_skipped():
+    # 5 ms set: limit 0.5 + 1 = 1.5 ms; 6.4 ms measured (+1.4 ms) passes, 6.6 ms (+1.6 ms) fails. Under a bare
+    # 10 % these would both fail (a timer reading at 0.1 ms resolution cannot do 0.5 ms), and skipping them hides
+    # the exposures most digital rooms make.
+    ok = only(analyse("timer_accuracy", [QcExposure(set_time_ms=5, exposure_time_ms=6.4)], US))
+    bad = only(analyse("timer_accuracy", [QcExposure(set_time_ms=5, exposure_time_ms=6.6)], US))
+    assert ok.applies and ok.passed is True and ok.limit == pytest.approx(1.5)
+    assert bad.passed is False
+    # A jurisdiction that exempts short times can still say so.
+    lim = QcLimits(timer_min_set_time_ms=50)
+    short = only(analyse("timer_accuracy", [QcExposure(set_time_ms=50, exposure_time_ms=80)], lim))
+    assert short.applies is False and short.value == pytest.approx(30)
 
 
 # ---------------------------------------------------------------- HVL, 21 CFR 1020.30(m) Table 1
@@ -257,7 +268,9 @@ def test_hvl_minimum_interpolates_between_rows():
     assert hvl_minimum(US.hvl_min_table_mm_al, 80) == (2.9, (80, 2.9), (80, 2.9))  # on a row: that row
     # The table jumps between 70 (1.8) and 71 kV (2.5); the reference allows interpolation: 70.5 -> 2.15.
     assert hvl_minimum(US.hvl_min_table_mm_al, 70.5).mm_al == pytest.approx(2.15)
-    assert hvl_minimum(US.hvl_min_table_mm_al, 151) is None and hvl_minimum(US.hvl_min_table_mm_al, 29) is None
+    # Beyond the ends: linear extrapolation of the end rows (the table's footnote): 151 kV -> 5.44, 29 kV -> 0.29.
+    assert hvl_minimum(US.hvl_min_table_mm_al, 151).mm_al == pytest.approx(5.44)
+    assert hvl_minimum(US.hvl_min_table_mm_al, 29).mm_al == pytest.approx(0.29)
 
 
 def test_hvl_between_rows_at_and_below_the_minimum():
@@ -277,21 +290,26 @@ def test_hvl_uses_the_measured_kv_and_the_configured_table():
     assert only(analyse("hvl", [QcExposure(kvp=85, hvl_mm_al=3.0)], pre)).limit == pytest.approx(2.4)
 
 
-def test_hvl_missing_values_and_outside_the_table_are_incomplete():
+def test_hvl_missing_values_are_incomplete_and_beyond_the_table_extrapolates():
     res = analyse("hvl", [QcExposure(kvp=85), QcExposure(hvl_mm_al=3.0), QcExposure(kvp=155, hvl_mm_al=6.0)], US)
-    assert [c.reason for c in res.criteria] == [
-        "no HVL reading", "no measured kVp", "measured 155 kV is outside the HVL table (30-150 kV)"]
+    assert [c.reason for c in res.criteria] == ["no HVL reading", "no kV (measured or indicated)", None]
+    assert res.criteria[2].limit == pytest.approx(5.6) and res.criteria[2].inputs["extrapolated"] == "yes"
     assert res.verdict == "incomplete"
 
 
 # ---------------------------------------------------------------- DAP agreement
 
 def test_dap_meter_boundary():
-    # Meter 1.0e-4 Gy·m² (1 Gy·cm²); DICOM 1.25e-4 -> +25 % exactly -> pass; 1.26e-4 -> +26 % -> fail.
-    res = analyse("dap_agreement", [QcExposure(dap_gy_m2=1e-4, dicom_dap_gy_m2=1.25e-4),
-                                    QcExposure(dap_gy_m2=1e-4, dicom_dap_gy_m2=1.26e-4)], US)
+    # Meter 1.0e-4 Gy·m² (1 Gy·cm²); DICOM 1.35e-4 -> +35 % exactly -> pass; 1.36e-4 -> +36 % -> fail.
+    res = analyse("dap_agreement", [QcExposure(dap_gy_m2=1e-4, dicom_dap_gy_m2=1.35e-4),
+                                    QcExposure(dap_gy_m2=1e-4, dicom_dap_gy_m2=1.36e-4)], US)
     assert [c.passed for c in res.criteria] == [True, False]
-    assert res.criteria[0].inputs["reference"] == "DAP meter" and res.criteria[0].value == pytest.approx(0.25)
+    assert res.criteria[0].inputs["reference"] == "DAP meter" and res.criteria[0].value == pytest.approx(0.35)
+    assert res.criteria[0].source == "manufacturer" and "35 %" in res.criteria[0].citation
+    # A site's tighter limit is named "local": +26 % fails at 25 %.
+    local = QcLimits(dap_local_tolerance_fraction=0.25)
+    crit = only(analyse("dap_agreement", [QcExposure(dap_gy_m2=1e-4, dicom_dap_gy_m2=1.26e-4)], local))
+    assert crit.passed is False and crit.source == "local"
 
 
 def test_dap_from_air_kerma_times_field_area():

@@ -31,6 +31,10 @@ def test_reproducibility_and_linearity_from_the_cli(broker, subscriber, agent_fa
     for kerma in KERMA_REPRO:
         room.expose(ref, kvp=80, mas=10, kerma_ugy=kerma, measured_kvp=80.6)
     status = room.cli("status")
+    assert "verdict: INCOMPLETE" in status.stdout and "not confirmed" in status.stdout
+    confirmed = room.cli("confirm")
+    assert confirmed.returncode == 0, confirmed.stderr
+    status = room.cli("status")
     assert status.returncode == 0, status.stderr
     assert "verdict: PASS" in status.stdout and "set kV" in status.stdout and "dicom" in status.stdout
     finished = room.cli("finish", ref)
@@ -48,6 +52,7 @@ def test_reproducibility_and_linearity_from_the_cli(broker, subscriber, agent_fa
     # 0.100 mGy/mAs at 10 and 20 mAs (pair passes), 0.070 at 40 mAs: L = 0.03 / 0.17 = 0.18 > 0.10 (pair fails).
     for mas, kerma in ((10, 1000.0), (20, 2000.0), (40, 2800.0)):
         room.expose(ref, kvp=80, mas=mas, kerma_ugy=kerma)
+    room.confirm(ref)
     finished = room.cli("finish")
     assert finished.returncode == 0, finished.stderr
     assert "verdict: FAIL" in finished.stdout and "PASS  10 mAs vs 20 mAs" in finished.stdout

@@ -34,8 +34,8 @@ def test_defaults_are_the_us_reference_values():
     assert lim.linearity_max_coefficient == 0.10               # 1020.31(c)
     assert lim.kvp_tolerance_fraction == 0.05
     assert lim.timer_tolerance_fraction == 0.10
-    assert lim.timer_min_set_time_ms == 50
-    assert lim.dap_tolerance_fraction == 0.25                  # IEC 60580 +-25 %
+    assert (lim.timer_min_set_time_ms, lim.timer_tolerance_ms) == (0, 1.0)  # 10 % + 1 ms, short times judged
+    assert lim.dap_tolerance_fraction == 0.35                  # displayed dose indication +-35 %
     assert [tuple(row) for row in lim.hvl_min_table_mm_al] == REFERENCE_HVL_2006
     assert "21 CFR" in lim.jurisdiction
 
@@ -51,7 +51,7 @@ def test_a_jurisdiction_toml_overrides_and_keeps_the_rest():
     assert lim.reproducibility_min_exposures == 4
     assert lim.kvp_tolerance_fraction == 0.10
     assert lim.hvl_min_table_mm_al == HVL_MIN_CFR_PRE_2006
-    assert lim.linearity_max_coefficient == 0.10 and lim.dap_tolerance_fraction == 0.25  # not overridden
+    assert lim.linearity_max_coefficient == 0.10 and lim.dap_tolerance_fraction == 0.35  # not overridden
 
 
 def test_the_overridden_limits_drive_the_analysis():

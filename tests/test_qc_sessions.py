@@ -75,7 +75,8 @@ def test_an_event_before_the_reading_fills_its_technique(make_qc, sink):
     qc.recorder(sink.emit)(reading(0))
     [e] = qc.session(ref)["exposures"]
     assert e["technique"] == {"set_kvp": 80.0, "set_mas": 10.0, "set_time_ms": 100.0, "source": "dicom",
-                              "confirmed": False, "event_ref": "near"}
+                              "confirmed": False, "event_ref": "near",
+                              "dicom_reported": {"set_kvp": 80.0, "set_mas": 10.0, "set_time_ms": 100.0}}
 
 
 def test_an_event_after_the_reading_fills_the_nearest_exposure_only_within_the_window(make_qc, sink):
@@ -91,6 +92,10 @@ def test_an_event_after_the_reading_fills_the_nearest_exposure_only_within_the_w
     techniques = [e["technique"] for e in qc.session(ref)["exposures"]]
     assert [(t.get("event_ref"), t.get("set_mas")) for t in techniques] == [("first", 10.0), ("second", 20.0),
                                                                           (None, None)]
+    # DICOM's values are a proposal: not judged until confirmed (or corrected).
+    assert qc.session(ref)["result"]["reason"] == ("exposures 1, 2: the DICOM technique is not confirmed yet "
+                                                   "(confirm or correct it)")
+    qc.confirm_all(ref)
     assert qc.session(ref)["result"]["reason"] == "exposure 3 has no set mAs (nor set mA and time)"
 
 
@@ -137,6 +142,8 @@ def test_finish_publishes_the_session_with_verdict_and_raw_frames(make_qc, sink,
     ref = qc.open_session("kvp_accuracy", ["kvp-1"], "AB")["ref"]
     qc.observe([event(0, "a", kvp=80.0, exposure_mas=10.0)])
     qc.recorder(sink.emit)(reading(0))
+    assert qc.session(ref)["result"]["verdict"] == "incomplete"  # the DICOM technique awaits confirmation
+    qc.confirm_all(ref)
     assert qc.finish(ref)["published"] is True
     [body] = published(box, "/qc/session")
     assert body["schema"] == "xray.qc-session/1" and body["msg_id"] == f"qcs-{ref}"

@@ -80,7 +80,7 @@ def start_room(room, agent_factory, broker, tmp_path):
 
 
 def run_session_on_the_page(browser, room, subscriber) -> str:
-    """Start a kVp test on the page, two exposures, confirm one, finish: the published record's session ref."""
+    """Start a kVp test on the page, two exposures, confirm their techniques, finish: the published record's ref."""
     from selenium.webdriver.support.ui import Select
 
     wait(browser, lambda d: "OK" in text(d, "instruments"), "instruments shown ok")
@@ -94,9 +94,10 @@ def run_session_on_the_page(browser, room, subscriber) -> str:
     room.expose(ref, kvp=80, mas=10, kerma_ugy=876.0, measured_kvp=81.2)
     room.expose(ref, kvp=100, mas=10, kerma_ugy=1250.0, measured_kvp=104.0)
     wait(browser, lambda d: len(d.find_elements("css selector", "#exposures tbody tr")) == 2, "two exposures shown")
-    click(browser, "//table[@id='exposures']/tbody/tr[1]//button[text()='Confirm']", "Confirm of exposure 1")
-    wait(browser, lambda d: "from DICOM ✓" in d.find_element("css selector", "#exposures tbody tr").text,
-         "exposure 1 confirmed")
+    click(browser, "//button[@id='confirm-all']", "Confirm all DICOM techniques")  # a write: needs the CSRF token
+    wait(browser, lambda d: all("from DICOM ✓" in row.text
+                                for row in d.find_elements("css selector", "#exposures tbody tr")),
+         "both exposures confirmed")
     wait(browser, lambda d: text(d, "verdict") == "PASS", "the verdict")
     click(browser, "//button[@id='finish']", "Finish")
     wait(browser, lambda d: "finished, published" in text(d, "s-meta"), "finished and published on the page")

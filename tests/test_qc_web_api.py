@@ -36,7 +36,9 @@ def test_start_status_and_finish(client, sink):
     ref = answer.json["ref"]
     client.qc.observe([event(0, "a", kvp=80.0, exposure_mas=10.0)])
     client.qc.recorder(sink.emit)(reading(0))
-    session = client.get(f"/api/qc/sessions/{ref}").json
+    assert client.get(f"/api/qc/sessions/{ref}").json["result"]["verdict"] == "incomplete"  # not confirmed yet
+    session = client.post(f"/api/qc/sessions/{ref}/confirm", json={}).json
+    assert session["exposures"][0]["technique"]["confirmed"] is True
     assert session["result"]["verdict"] == "pass" and session["exposures"][0]["technique"]["set_kvp"] == 80.0
     overview = client.get("/api/qc/overview").json
     assert [i["session"] for i in overview["instruments"]] == [ref, None]

@@ -6,8 +6,9 @@ A typo anywhere is a config error that names its key path (`instruments.0.settin
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
@@ -38,6 +39,20 @@ class InstrumentConfig(BaseModel):
                                      description="Driver setting overrides, checked by the driver's settings model.")
     status_every_s: float = Field(60.0, ge=1, le=3600, description="Re-publish equipment status this often, s.")
     reconnect_max_s: float = Field(5.0, gt=0, le=60, description="Cap of the reconnect backoff, s.")
+    # What a QC record must name about the instrument (all optional; recorded with each QC session).
+    model: str | None = Field(None, max_length=80, description="Manufacturer and model, e.g. 'PTW UNIDOS webline'.")
+    serial_number: str | None = Field(None, max_length=64, description="The instrument's serial number.")
+    detector: str | None = Field(None, max_length=120, description="Chamber/detector model and serial, if separate.")
+    calibration_date: date | None = Field(None, description="Date of the last calibration (YYYY-MM-DD).")
+    calibration_due: date | None = Field(None, description="Date the calibration expires; check-config warns after.")
+    calibration_factor: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                             description="Calibration factor applied (e.g. N_K of the chamber).")
+    calibration_factor_unit: str | None = Field(None, max_length=32, description="Unit of calibration_factor.")
+    air_density_correction: Literal["applied_by_meter", "not_applied", "not_needed"] | None = Field(
+        None, description="Temperature/pressure correction of a vented chamber: applied by the meter (with "
+                          "temperature_c/pressure_hpa as set on it), not applied, or not needed (sealed detector).")
+    temperature_c: float | None = Field(None, ge=-20, le=60, description="Air temperature set on the meter, °C.")
+    pressure_hpa: float | None = Field(None, ge=500, le=1100, description="Air pressure set on the meter, hPa.")
 
     @field_validator("driver")
     @classmethod
@@ -71,6 +86,22 @@ class InstrumentConfig(BaseModel):
         # A ValidationError raised here is nested under this field: a typo reads instruments.N.settings.<key>.
         settings_model(driver).model_validate({**base_settings(driver, info.data.get("profile")), **value})
         return value
+
+    @model_validator(mode="after")
+    def _calibration_dates_in_order(self) -> InstrumentConfig:
+        if self.calibration_date and self.calibration_due and self.calibration_due < self.calibration_date:
+            raise ValueError("calibration_due is before calibration_date")
+        return self
+
+    def record(self) -> dict[str, Any]:
+        """What a QC session records about this instrument (JSON-ready; dates as YYYY-MM-DD)."""
+        keys = ("model", "serial_number", "detector", "calibration_date", "calibration_due", "calibration_factor",
+                "calibration_factor_unit", "air_density_correction", "temperature_c", "pressure_hpa")
+        out: dict[str, Any] = {"id": self.id, "driver": self.driver}
+        for key in keys:
+            value = getattr(self, key)
+            out[key] = value.isoformat() if isinstance(value, date) else value
+        return out
 
     @model_validator(mode="after")
     def _profile_iff_profile_driver(self) -> InstrumentConfig:
@@ -121,3 +152,11 @@ def _unique(instruments: list[InstrumentConfig]) -> list[InstrumentConfig]:
 
 
 InstrumentList = Annotated[list[InstrumentConfig], AfterValidator(_unique)]
+
+
+def calibration_warnings(instruments: list[InstrumentConfig], today: date | None = None) -> list[str]:
+    """One line per instrument whose calibration is overdue (calibration_due before today)."""
+    today = today or date.today()
+    return [f"instruments.{i}.calibration_due: {inst.id}'s calibration expired on {inst.calibration_due} "
+            f"({(today - inst.calibration_due).days} days ago); QC sessions record it as overdue"
+            for i, inst in enumerate(instruments) if inst.calibration_due is not None and inst.calibration_due < today]

@@ -28,7 +28,8 @@ def _utc_now() -> datetime:
 
 
 class EquipmentTracker:
-    """One instrument's state: down (no open port), degraded (line problems or storage refused) or ok."""
+    """One instrument's state: down (no open port), degraded (line problems, a polled meter not responding, or
+    storage refused) or ok."""
 
     def __init__(self, device_id: str, driver: Driver, port_selector: str,
                  clock: Callable[[], datetime] = _utc_now) -> None:
@@ -79,7 +80,7 @@ class EquipmentTracker:
         with self._lock:
             if not self._connected:
                 state = "down"
-            elif self._storage_error or self._line_troubled():
+            elif self._storage_error or self._line_troubled() or self.driver.not_responding():
                 state = "degraded"
             else:
                 state = "ok"
@@ -115,10 +116,11 @@ class EquipmentTracker:
                 last_error=self._latest_error(counters.last_error), ts=now)
 
     def _latest_error(self, driver_error: str) -> str | None:
-        # While down or refused, the port/storage problem is the current one; otherwise the line's latest problem.
+        # While down or refused, the port/storage problem is the current one; then a silent polled meter; otherwise
+        # the line's latest problem.
         if not self._connected or self._storage_error:
             return self._error
-        return driver_error or self._error
+        return self.driver.not_responding() or driver_error or self._error
 
 
 @dataclass

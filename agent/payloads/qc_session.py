@@ -43,6 +43,9 @@ class SetTechnique(_Part):
                                           "from DICOM, then changed by the technologist; null: none yet.")
     confirmed: bool = Field(False, description="The technologist confirmed or entered these values.")
     event_ref: str | None = _opt("event_ref of the exposure event (qc technique from DICOM), as on `exposure`.")
+    dicom_reported: dict[Key, Value] = Field(default_factory=dict, description="The technique as the modality "
+                                             "reported it in DICOM (set_kvp, set_mas ...), kept beside confirmed or "
+                                             "corrected values as a cross-check.")
 
 
 class SessionReading(_Part):
@@ -69,7 +72,49 @@ class SessionExposure(_Part):
     technique: SetTechnique
     measured: dict[Key, Value] = Field(description="Measured values the analysis used: kvp, air_kerma_ugy, "
                                                    "exposure_time_ms, hvl_mm_al, dap_gy_m2 (per exposure).")
+    excluded: dict[Key, list[str]] = Field(default_factory=dict, description="Quantities left out of the analysis "
+                                           "because the meter flagged the reading: quantity -> the flags.")
+    flags: list[str] = Field(default_factory=list, description="Every flag of this exposure's readings, sorted.")
     readings: list[SessionReading]
+
+
+class XrayUnit(_Part):
+    """The X-ray unit under test: the configured id of the room's unit and what its DICOM says."""
+
+    unit_id: str | None = _opt("The room's X-ray unit as configured (qc.unit_id).")
+    manufacturer: str | None = _opt("Manufacturer (0008,0070) of the session's exposures.")
+    model: str | None = _opt("Manufacturer's Model Name (0008,1090).")
+    serial_number: str | None = _opt("Device Serial Number (0018,1000).")
+    station_name: str | None = _opt("Station Name (0008,1010).")
+    conflicts: list[str] = Field(default_factory=list, description="Values that differ between the session's "
+                                 "exposures (e.g. 'model: A, B'): the exposures may come from more than one unit.")
+
+
+class InstrumentRecord(_Part):
+    """An instrument of the session as configured when the session started, calibration included."""
+
+    id: str
+    driver: str
+    model: str | None = None
+    serial_number: str | None = None
+    detector: str | None = None
+    calibration_date: str | None = Field(None, description="YYYY-MM-DD.")
+    calibration_due: str | None = Field(None, description="YYYY-MM-DD.")
+    calibration_status: Literal["valid", "overdue", "unknown"] = Field(
+        "unknown", description="At the session's start: overdue when calibration_due had passed.")
+    calibration_factor: float | None = None
+    calibration_factor_unit: str | None = None
+    air_density_correction: str | None = Field(None, description="applied_by_meter, not_applied or not_needed.")
+    temperature_c: float | None = None
+    pressure_hpa: float | None = None
+
+
+class Review(_Part):
+    """A physicist's review and sign-off of a finished session."""
+
+    reviewed_by: str = Field(description="Name of the reviewer as typed in.")
+    reviewed_at: datetime = Field(description="When the sign-off was given, with its offset.")
+    comment: str = Field("", description="The reviewer's comment.")
 
 
 class QcSession(Envelope):
@@ -88,3 +133,10 @@ class QcSession(Envelope):
     match_window_s: float = Field(description="Window used to pair readings with DICOM exposure events, s.")
     exposures: list[SessionExposure]
     result: TestResult = Field(description="The verdict, each criterion with its inputs, value, limit and outcome.")
+    unit: XrayUnit | None = _opt("The X-ray unit under test.")
+    instrument_records: list[InstrumentRecord] = Field(default_factory=list, description="The instruments' "
+                                                       "models, serial numbers and calibration at the start.")
+    time_zone: str | None = _opt("The site's time zone (IANA name); reports show times in it with the offset.")
+    review: Review | None = _opt("The physicist's sign-off; null until reviewed.")
+    revision: int = Field(0, ge=0, description="0 when finished; +1 with each review published as an update of "
+                                               "this record (msg_id qcs-<ref>-r<n>).")

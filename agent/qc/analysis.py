@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from agent.qc.beam import dap_agreement, hvl, kvp_accuracy, timer_accuracy
+from agent.qc.beam import dap_agreement, kvp_accuracy, timer_accuracy
+from agent.qc.hvl import hvl
 from agent.qc.limits import QcLimits
 from agent.qc.models import TEST_TYPES, QcExposure, TestResult
 from agent.qc.output import linearity_ma, linearity_mas, reproducibility

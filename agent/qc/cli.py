@@ -1,4 +1,4 @@
-"""`xray-agent qc start|status|finish|discard|list|technique`: QC sessions from a terminal, via the running agent.
+"""`xray-agent qc start|status|confirm|finish|discard|list|technique`: QC sessions from a terminal, via the agent.
 
 Output is for a biomed at a terminal: a table of exposures, set technique next to what the meter measured, and the
 verdict with each criterion. Exit status 0 on success, 1 when the agent cannot do it (the message says why), 2 for a
@@ -26,6 +26,7 @@ COLUMNS = (  # (heading, where, key, scale): the exposure table, set technique t
     ("| kVp", "measured", "kvp", 1), ("kerma µGy", "measured", "air_kerma_ugy", 1),
     ("time ms", "measured", "exposure_time_ms", 1), ("HVL mm", "measured", "hvl_mm_al", 1),
     ("DAP µGy·m²", "measured", "dap_gy_m2", 1e6), ("technique", "technique", "source", 1),
+    ("meter flags", None, "flags", 1),
 )
 TECHNIQUE_OPTIONS = (("kvp", "set_kvp", "kV"), ("ma", "set_ma", "mA"), ("mas", "set_mas", "mAs"),
                      ("ms", "set_time_ms", "exposure time, ms"), ("sid", "sid_mm", "source-image distance, mm"),
@@ -44,6 +45,7 @@ def add_qc_commands(sub, default_config: Path) -> None:
     s.add_argument("--operator", required=True, help="your initials or staff id")
     s.set_defaults(func=cmd_start)
     for name, func, text in (("status", cmd_status, "exposures and verdict of a session"),
+                             ("confirm", cmd_confirm, "confirm every DICOM-proposed technique of a session"),
                              ("finish", cmd_finish, "finish a session: verdict, audit record, publish on qc/session"),
                              ("discard", cmd_discard, "discard a session (kept locally, not published)")):
         s = qsub.add_parser(name, help=text)
@@ -110,6 +112,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return run(args, lambda client, a: _show(a, client.get(f"/api/qc/sessions/{_resolve(client, a.session)}")))
 
 
+def cmd_confirm(args: argparse.Namespace) -> int:
+    return run(args, lambda client, a: _show(a, client.post(f"/api/qc/sessions/{_resolve(client, a.session)}/confirm")))
+
+
 def cmd_finish(args: argparse.Namespace) -> int:
     return run(args, lambda client, a: _show(a, client.post(f"/api/qc/sessions/{_resolve(client, a.session)}/finish")))
 
@@ -157,7 +163,8 @@ def render_session(s: dict[str, Any]) -> str:
     reason = f" — {result['reason']}" if result.get("reason") else ""
     lines += ["", f"verdict: {result['verdict'].upper()}{reason}"]
     for c in result["criteria"]:
-        outcome = "n/a" if not c["applies"] else {True: "PASS", False: "FAIL"}.get(c["passed"], "----")
+        outcome = "n/a" if not c["applies"] else {True: "PASS", False: "FAIL"}.get(
+            c["passed"], "INVALID" if c.get("invalid") else "----")
         value = "" if c["value"] is None else f" = {c['value']:.4g} (limit {c['limit']:.4g})"
         why = f"  [{c['reason']}]" if c["reason"] else ""
         lines.append(f"  {outcome:<4}  {c['subject']}: {c['rule']}{value}{why}")
@@ -166,9 +173,12 @@ def render_session(s: dict[str, Any]) -> str:
 
 def _cell(exposure: dict[str, Any], column: tuple) -> str:
     _heading, where, key, scale = column
-    value = exposure[key] if where is None else exposure[where].get(key)
+    value = exposure.get(key) if where is None else exposure[where].get(key)
     if key == "measured_at":
         return _time(value)
+    if key == "flags":
+        excluded = " (excluded)" if exposure.get("excluded") else ""
+        return ", ".join(value) + excluded if value else "-"
     if key == "source":
         return (value or "none") + (" ✓" if exposure["technique"].get("confirmed") else "")
     return "-" if value is None else f"{value * scale:.4g}" if isinstance(value, (int, float)) else str(value)

@@ -20,4 +20,6 @@ class QcConfig(BaseModel):
     pair_window_s: float = Field(5.0, gt=0, le=60, description="Readings of a session's different instruments this "
                                  "close in time are one exposure (e.g. a kVp meter and a DAP meter), s.")
     recent_sessions: int = Field(20, ge=1, le=500, description="Finished or discarded sessions listed on the page.")
+    unit_id: str = Field("", max_length=80, description="Id of this room's X-ray unit (asset tag, registration "
+                         "number); recorded with every session beside what the unit's DICOM says.")
     limits: QcLimits = Field(default_factory=QcLimits, description="Limits of the analyses; US federal by default.")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from agent.qc.limits import QcLimits
+from agent.qc.limits import CITATIONS, QcLimits
 from agent.qc.models import Comparison, Criterion, InputValue, QcExposure, TestResult, TestType
+from agent.qc.quantities import QUANTITY_LABELS, needed
 
 # Every limit is inclusive ("no greater than", "not differ by more than", "within"), but a ratio that is exactly at the
 # limit on paper can come out 1 ulp above it in binary floating point (|0.11 - 0.09| / 0.20 = 0.10000000000000002).
@@ -47,6 +48,16 @@ def lacking(exposures: Sequence[QcExposure], attr: str, what: str,
     """'exposures 2, 5 have no <what>' for the exposures whose `attr` is None; None if all have it. Exposures are
     numbered from 1 in session order, or by `numbers` when given (a subset of the session)."""
     numbers = numbers or range(1, len(exposures) + 1)
+    if attr.startswith("set_") or attr == "mas":
+        waiting = [str(n) for n, exp in zip(numbers, exposures)
+                   if getattr(exp, attr) is None and not exp.technique_confirmed]
+        if waiting:
+            return (f"exposure{'s' if len(waiting) > 1 else ''} {', '.join(waiting)}: the DICOM technique is not "
+                    f"confirmed yet (confirm or correct it)")
+    flagged = [f"exposure {n}: {what} flagged by the meter ({', '.join(exp.excluded[attr])})"
+               for n, exp in zip(numbers, exposures) if getattr(exp, attr) is None and attr in exp.excluded]
+    if flagged:
+        return "; ".join(flagged)
     numbers = [str(n) for n, exp in zip(numbers, exposures) if getattr(exp, attr) is None]
     if not numbers:
         return None
@@ -55,17 +66,30 @@ def lacking(exposures: Sequence[QcExposure], attr: str, what: str,
     return f"exposures {', '.join(numbers)} have no {what}"
 
 
+def unconfirmed(exposures: Sequence[QcExposure]) -> str | None:
+    """Why a test that needs the indicated technique held constant cannot be judged yet: DICOM-proposed techniques
+    not confirmed."""
+    waiting = [str(n) for n, exp in enumerate(exposures, 1) if not exp.technique_confirmed]
+    if not waiting:
+        return None
+    return (f"exposure{'s' if len(waiting) > 1 else ''} {', '.join(waiting)}: the DICOM technique is not confirmed "
+            f"yet (confirm or correct it)")
+
+
 def station_key(value: float) -> float:
     """Station identity: 6 significant digits, so 10 mAs typed in and 10.000000001 from mA x time group together."""
     return float(f"{value:.6g}")
 
 
 def verdict(criteria: Iterable[Criterion], reason: str | None) -> tuple[str, str | None]:
-    """fail if an applicable criterion failed; incomplete if `reason` is given, one cannot be decided, or none
-    applies; else pass. Returns (verdict, reason for an incomplete verdict)."""
+    """fail if an applicable criterion failed; invalid if one rests on a reading its meter flagged; incomplete if
+    `reason` is given, one cannot be decided, or none applies; else pass. Returns (verdict, reason unless pass/fail)."""
     applicable = [c for c in criteria if c.applies]
     if any(c.passed is False for c in applicable):
         return "fail", None
+    invalid = [c for c in applicable if c.invalid]
+    if invalid:
+        return "invalid", "; ".join(f"{c.subject}: {c.reason}" for c in invalid)
     if reason:
         return "incomplete", reason
     undecided = [c for c in applicable if c.passed is None]
@@ -76,11 +100,30 @@ def verdict(criteria: Iterable[Criterion], reason: str | None) -> tuple[str, str
     return "pass", None
 
 
+def flagged_readings(test_type: TestType, exposures: Sequence[QcExposure]) -> list[Criterion]:
+    """One `invalid` criterion per exposure whose needed quantity was excluded because the meter flagged it."""
+    uses = needed(test_type)
+    out = []
+    for number, exp in enumerate(exposures, 1):
+        bad = {key: flags for key, flags in exp.excluded.items() if key in uses}
+        if not bad:
+            continue
+        text = "; ".join(f"{QUANTITY_LABELS.get(k, k)} flagged {', '.join(f)}" for k, f in sorted(bad.items()))
+        out.append(Criterion(
+            name="reading_validity", subject=f"exposure {number}",
+            inputs={f"flags_{key}": ", ".join(flags) for key, flags in sorted(bad.items())}, value=None, limit=None,
+            comparison="<=", unit="1", rule="a reading its meter flagged (out of range, error, fault) is not a "
+            "measurement", passed=None, invalid=True, reason=f"{text}: repeat the exposure with the meter in range"))
+    return out
+
+
 def result(test_type: TestType, exposures: Sequence[QcExposure], limits: QcLimits,
            criteria: Sequence[Criterion] = (), reason: str | None = None) -> TestResult:
     """The TestResult of `criteria`; `reason` makes it incomplete for a cause that concerns the whole test."""
     if not exposures and reason is None:
         reason = "no exposures yet"
+    criteria = [c.model_copy(update={"source": limits.source_of(c.name), "citation": CITATIONS.get(c.name)})
+                for c in (*criteria, *flagged_readings(test_type, exposures))]
     outcome, why = verdict(criteria, reason)
     return TestResult(test_type=test_type, verdict=outcome, reason=why, criteria=tuple(criteria),
                       n_exposures=len(exposures), jurisdiction=limits.jurisdiction)

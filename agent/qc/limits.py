@@ -2,6 +2,20 @@
 
 Source of the defaults: ../shared/reference/qc-limits.md, which cites 21 CFR 1020.30/1020.31. Every limit is inclusive
 ("shall be no greater than", "shall not differ by more than", "within ±"), so a value exactly at the limit passes.
+
+Verification status of the citations (against public copies of the regulation text, not the live eCFR, which could
+not be consulted from here): 1020.31(b) reproducibility (C <= 0.05, 10 consecutive exposures within 1 hour) and
+1020.31(c) linearity (0.10 times the sum, consecutive stations, continuous selection within a factor of 2) as quoted
+in the reference; the HVL table of 1020.30(m)(1) was compared with the state copies that reproduce it (Arizona
+R9-7-605 Table I: both "other" columns and the dental intraoral column; Illinois 32 IAC 360 Table B: the pre-2006
+column and its footnote "linear extrapolation or interpolation may be made ... e.g. at 20 kVp and 95 kVp the minimum
+HVL would be 0.2 and 2.6 mm Al"). Not verified here: the post-2006 rows above 90 kV, the mammography rule (21 CFR
+900.12(e)(5)(iii) / the ACR upper bound) and the IEC clause numbers named below; the code says so where it uses them.
+
+Each criterion carries the `source` of its limit: federal (the regulation's own number), state, manufacturer (the
+manufacturer's stated accuracy, which 1020.30(h)(3) requires and 1020.31(a)(4) defers to; IEC 60601-2-54 values are
+what manufacturers state), or local (a site's tighter choice). A limit only counts as federal while it has the
+federal value: `sources` saying "federal" for a changed limit is a config error.
 """
 
 from __future__ import annotations
@@ -26,7 +40,42 @@ HVL_MIN_CFR_2006: tuple[HvlRow, ...] = (
 HVL_MIN_CFR_PRE_2006: tuple[HvlRow, ...] = (
     (30, 0.3), (40, 0.4), (50, 0.5), (51, 1.2), (60, 1.3), (70, 1.5), (71, 2.1), (80, 2.3), (90, 2.5), (100, 2.7),
     (110, 3.0), (120, 3.2), (130, 3.5), (140, 3.8), (150, 4.1))
-HVL_TABLES: dict[str, tuple[HvlRow, ...]] = {"cfr_2006": HVL_MIN_CFR_2006, "cfr_pre_2006": HVL_MIN_CFR_PRE_2006}
+# Same table, "specified dental systems" (intraoral receptors, manufactured after 1980-12-01): 1.5 mm Al up to 70 kV,
+# then as the pre-2006 column. As copied by Arizona R9-7-605 Table I and Illinois 32 IAC 360 Table B.
+HVL_MIN_CFR_DENTAL_INTRAORAL: tuple[HvlRow, ...] = (
+    (30, 1.5), (40, 1.5), (50, 1.5), (51, 1.5), (60, 1.5), (70, 1.5), (71, 2.1), (80, 2.3), (90, 2.5), (100, 2.7),
+    (110, 3.0), (120, 3.2), (130, 3.5), (140, 3.8), (150, 4.1))
+HVL_TABLES: dict[str, tuple[HvlRow, ...]] = {"cfr_2006": HVL_MIN_CFR_2006, "cfr_pre_2006": HVL_MIN_CFR_PRE_2006,
+                                             "cfr_dental_intraoral": HVL_MIN_CFR_DENTAL_INTRAORAL}
+# Mammography (21 CFR 900.12(e)(5)(iii), extending 1020.30(m)(1) to the mammographic range: HVL >= kVp/100 mm Al;
+# unverified here). Optional upper bound HVL < kVp/100 + C by target/filter (ACR Mammography QC Manual; unverified).
+MAMMO_UPPER_C_MM_AL: dict[str, float] = {"Mo/Mo": 0.12, "Mo/Rh": 0.19, "Rh/Rh": 0.22, "W/Rh": 0.30}
+
+Source = Literal["federal", "state", "manufacturer", "local"]
+# Criterion name -> (source, citation) of the default limit.
+DEFAULT_SOURCES: dict[str, Source] = {
+    "coefficient_of_variation": "federal", "range_fraction": "state", "linearity": "federal",
+    "kvp_accuracy": "manufacturer", "timer_accuracy": "manufacturer", "hvl_minimum": "federal",
+    "hvl_maximum": "local", "dap_agreement": "manufacturer", "reading_validity": "local",
+}
+CITATIONS: dict[str, str] = {
+    "coefficient_of_variation": "21 CFR 1020.31(b)(1)-(2)",
+    "range_fraction": "state rule, e.g. WAC 246-225-090, OAR 333-106-0315",
+    "linearity": "21 CFR 1020.31(c)",
+    "kvp_accuracy": "21 CFR 1020.31(a)(4) -> manufacturer's stated accuracy (1020.30(h)(3))",
+    "timer_accuracy": "21 CFR 1020.31(a)(4) -> manufacturer's stated accuracy; IEC 60601-2-54 loading time "
+                      "+-(10 % + 1 ms) (clause not verified here)",
+    "hvl_minimum": "21 CFR 1020.30(m)(1) Table 1 (interpolation/extrapolation per its footnote)",
+    "hvl_maximum": "ACR Mammography QC Manual upper bound (unverified here)",
+    "dap_agreement": "displayed dose indication +-35 %: IEC 60601-2-54 203.6.4.5 (radiography) and 21 CFR "
+                     "1020.32(k)(6) for fluoroscopic air kerma displays (clause numbers not verified here)",
+    "reading_validity": "the meter's own validity flags",
+}
+# The federal value of each limit a "federal" source may claim.
+FEDERAL_VALUES: dict[str, tuple[str, Any]] = {
+    "coefficient_of_variation": ("reproducibility_max_cv", 0.05),
+    "linearity": ("linearity_max_coefficient", 0.10),
+}
 
 DEFAULT_TABLE = "qc.limits"
 
@@ -56,18 +105,41 @@ class QcLimits(BaseModel):
     # 21 CFR 1020.31(c): |X1 - X2| <= 0.10 (X1 + X2), X = average mGy/mAs at two adjacent mA or mAs stations.
     linearity_max_coefficient: Fraction = 0.10
     linearity_min_exposures_per_station: int = Field(1, ge=1, le=100)
+    # 1020.31(c)(1), (3): for continuous selection the two settings differ by no more than a factor of 2; a pair
+    # farther apart is no linearity pair (incomplete). null: any adjacent stations (discrete selectors).
+    linearity_max_station_ratio: float | None = Field(2.0, ge=1)
+    linearity_max_span_s: float | None = Field(3600.0, gt=0, description="Both stations' exposures within this many "
+                                               "seconds when their times are known (unverified for 1020.31(c): the "
+                                               "1-hour window of 1020.31(b)(2) is used); null: not checked.")
 
     # 21 CFR 1020.31(a)(4) defers to the manufacturer's stated accuracy; the reference's common defaults: kVp ±5 % of
     # indicated, timer ±10 % of indicated for set times above 50 ms.
     kvp_tolerance_fraction: Fraction = 0.05
+    kv_quantity: Literal["peak", "average", "practical_peak"] = Field(
+        "peak", description="The kV quantity the kVp criterion judges; named in the criterion. The meter's `kvp` "
+                            "reading is taken to be this quantity (Victoreen 4000M+: its effective kV).")
+    # Exposure time: |measured - set| <= fraction x set + absolute part, so 2-30 ms digital exposures are judged
+    # with a tolerance a timer can meet (IEC 60601-2-54 style +-(10 % + 1 ms); clause not verified here).
     timer_tolerance_fraction: Fraction = 0.10
-    timer_min_set_time_ms: float = Field(50.0, ge=0, description="The timer limit applies to set times above this.")
+    timer_tolerance_ms: float = Field(1.0, ge=0, description="Absolute part of the timer tolerance, ms.")
+    timer_min_set_time_ms: float = Field(0.0, ge=0, description="The timer limit applies to set times above this "
+                                         "(0: every exposure is judged).")
 
     # 21 CFR 1020.30(m)(1) Table 1; linear interpolation between rows. A name from HVL_TABLES or explicit [kV, mm] rows.
     hvl_min_table_mm_al: tuple[HvlRow, ...] = Field(HVL_MIN_CFR_2006, min_length=2)
 
-    # IEC 60580 (field DAP meters ±25 %), per the reference: modality DAP within ±25 % of the measured DAP.
-    dap_tolerance_fraction: Fraction = 0.25
+    # Which rule an X-ray unit's beam quality is judged by: a 1020.30(m)(1) column, or mammography (kVp/100).
+    hvl_rule: Literal["table", "mammography"] = "table"
+    mammography_target_filter: str | None = Field(None, description="With hvl_rule = 'mammography': the anode/filter "
+                                                  "(Mo/Mo, Mo/Rh, Rh/Rh, W/Rh) to also check the upper bound.")
+
+    # Displayed/recorded dose indication (DAP, air kerma) of the modality against the measurement: +-35 % (see
+    # CITATIONS["dap_agreement"]). A site's tighter limit is dap_local_tolerance_fraction (source "local").
+    dap_tolerance_fraction: Fraction = 0.35
+    dap_local_tolerance_fraction: Fraction | None = None
+
+    sources: dict[str, Source] = Field(default_factory=dict, description="Criterion name -> source of its limit, "
+                                       "overriding DEFAULT_SOURCES (e.g. a state's own limit: 'state').")
 
     @field_validator("hvl_min_table_mm_al", mode="before")
     @classmethod
@@ -90,7 +162,36 @@ class QcLimits(BaseModel):
     def _range_limit_given(self) -> QcLimits:
         if self.reproducibility_method == "range" and self.reproducibility_max_range_fraction is None:
             raise ValueError("reproducibility_method = 'range' needs reproducibility_max_range_fraction")
+        if self.mammography_target_filter and self.mammography_target_filter not in MAMMO_UPPER_C_MM_AL:
+            raise ValueError(f"mammography_target_filter: one of {sorted(MAMMO_UPPER_C_MM_AL)}")
+        unknown = sorted(set(self.sources) - set(DEFAULT_SOURCES))
+        if unknown:
+            raise ValueError(f"sources: unknown criterion {unknown}; one of {sorted(DEFAULT_SOURCES)}")
+        for name, (key, federal) in FEDERAL_VALUES.items():
+            if self.source_of(name) == "federal" and getattr(self, key) != federal:
+                raise ValueError(f"sources.{name} = 'federal' but {key} = {getattr(self, key)} is not the federal "
+                                 f"{federal}: say 'state' or 'local'")
         return self
+
+    def source_of(self, criterion: str) -> Source | None:
+        """Where the limit of `criterion` comes from (a changed federal limit defaults to 'local')."""
+        if criterion in self.sources:
+            return self.sources[criterion]
+        default = DEFAULT_SOURCES.get(criterion)
+        key, federal = FEDERAL_VALUES.get(criterion, (None, None))
+        if default == "federal" and key is not None and getattr(self, key) != federal:
+            return "local"
+        if criterion == "dap_agreement" and self.dap_local_tolerance_fraction is not None:
+            return "local"
+        if criterion == "hvl_minimum" and self.hvl_rule == "table" and \
+                self.hvl_min_table_mm_al not in HVL_TABLES.values():
+            return "local"
+        return default
+
+    @property
+    def dap_tolerance(self) -> float:
+        """The DAP/air-kerma display tolerance in force: the local one when set, else the +-35 % default."""
+        return self.dap_local_tolerance_fraction or self.dap_tolerance_fraction
 
 
 def _format_errors(where: str, err: ValidationError) -> str:

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import TypeVar
 
 from agent.payloads.exposure import ExposureEvent
+from agent.qc.quantities import excluded_by_flags, fit
 
 T = TypeVar("T")
 
@@ -39,6 +40,13 @@ def event_technique(event: ExposureEvent) -> dict[str, float]:
     return {key: value for key, value in values.items() if value is not None}
 
 
+def event_device(event: ExposureEvent) -> dict[str, str]:
+    """The X-ray unit that made the exposure, as its DICOM names it (only the values it has)."""
+    values = {"manufacturer": event.manufacturer, "model": event.model, "serial_number": event.device_serial,
+              "station_name": event.station_name}
+    return {key: value for key, value in values.items() if value}
+
+
 def event_time(event: ExposureEvent) -> datetime:
     """When the exposure was made: the modality's acquisition time, else when the agent received the object."""
     return event.acquired_at if event.acquired_at is not None else event.received_at
@@ -54,13 +62,14 @@ def nearest(at: datetime, candidates: Iterable[tuple[T, datetime]], window_s: fl
     return None if best is None else best[2]
 
 
-def increments(driver: str, quantities: Mapping[str, float], totals: Mapping[str, float]
-               ) -> tuple[dict[str, float], dict[str, float], bool]:
+def increments(driver: str, quantities: Mapping[str, float], totals: Mapping[str, float],
+               accumulating: frozenset[str] | None = None) -> tuple[dict[str, float], dict[str, float], bool]:
     """For an accumulating meter: (increase per key since `totals`, the new totals, whether this reading is an
     exposure). Not an exposure: nothing increased, or no previous total is known (the first reading after the agent
     first met the meter only sets the baseline: its total may hold exposures made before). A total that went down
-    means the meter was reset: the whole value is the increase. Other meters: ({}, {}, True)."""
-    keys = ACCUMULATING.get(driver, frozenset()) & set(quantities)
+    means the meter was reset: the whole value is the increase. Other meters: ({}, {}, True). `accumulating`: the
+    integrated quantities of this instrument when its driver does not say (a profile's `accumulating` list)."""
+    keys = (ACCUMULATING.get(driver, frozenset()) | (accumulating or frozenset())) & set(quantities)
     if not keys:
         return {}, {}, True
     new_totals = {key: float(quantities[key]) for key in keys}
@@ -71,13 +80,32 @@ def increments(driver: str, quantities: Mapping[str, float], totals: Mapping[str
 
 
 def measured(readings: Sequence[Mapping]) -> dict[str, float]:
-    """Measured values of one exposure from its readings (dicts with `quantities` and `increments`), taken from the
-    first reading that has each key: callers order readings by the session's instrument list."""
+    """Measured values of one exposure from its readings (dicts with `driver`, `quantities`, `increments`, `flags`),
+    each from the first reading that has it as a valid, fit value: callers order readings by the session's
+    instrument list. A quantity the meter flagged, or one its instrument measures unfitly (agent/qc/quantities.py),
+    is never used."""
+    return measured_and_excluded(readings)[0]
+
+
+def excluded(readings: Sequence[Mapping]) -> dict[str, list[str]]:
+    """Quantity -> the meter's flags that excluded it, for each quantity of the exposure no valid reading gave."""
+    return measured_and_excluded(readings)[1]
+
+
+def measured_and_excluded(readings: Sequence[Mapping]) -> tuple[dict[str, float], dict[str, list[str]]]:
+    """(measured values, excluded quantities with their flags): see measured() and excluded()."""
     out: dict[str, float] = {}
+    flagged: dict[str, list[str]] = {}
     for reading in readings:
-        values = {**reading["quantities"], **reading.get("increments", {})}
+        values = {**reading["quantities"], **(reading.get("increments") or {})}
+        bad = excluded_by_flags(values, reading.get("flags") or ())
         for key in MEASURED_KEYS:
             value = values.get(key)
-            if key not in out and value is not None and math.isfinite(value):
-                out[key] = value
-    return out
+            if key in out or value is None or not math.isfinite(value) or not fit(reading.get("driver", ""), key):
+                continue
+            if key in bad:
+                flagged.setdefault(key, [])
+                flagged[key] += [f for f in bad[key] if f not in flagged[key]]
+                continue
+            out[key] = value
+    return out, {key: flags for key, flags in flagged.items() if key not in out}

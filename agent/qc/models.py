@@ -19,7 +19,7 @@ InputValue = int | Number | str | list[Number | None] | None
 TestType = Literal["reproducibility", "linearity_ma", "linearity_mas", "kvp_accuracy", "timer_accuracy", "hvl",
                    "dap_agreement"]
 TEST_TYPES: tuple[str, ...] = get_args(TestType)
-Verdict = Literal["pass", "fail", "incomplete"]
+Verdict = Literal["pass", "fail", "invalid", "incomplete"]
 Comparison = Literal["<=", ">=", "abs<="]
 
 
@@ -49,6 +49,10 @@ class QcExposure(BaseModel):
     dap_gy_m2: Magnitude | None = _opt("Dose-area product measured by a DAP meter, Gy·m².")
     dicom_dap_gy_m2: Magnitude | None = _opt("Dose-area product the modality reported in DICOM, Gy·m².")
     measured_at: AwareDatetime | None = _opt("When the reading was taken, with its offset (for 1-hour windows).")
+    technique_confirmed: bool = Field(True, description="False while the DICOM-proposed technique awaits the "
+                                      "technologist's confirmation (its set values are then left out).")
+    excluded: dict[str, list[str]] = Field(default_factory=dict, description="Measured quantities left out because "
+                                           "the meter flagged the reading: quantity -> its flags.")
 
     @property
     def mas(self) -> float | None:
@@ -78,6 +82,11 @@ class Criterion(BaseModel):
     applies: bool = Field(True, description="False when the limit does not apply (e.g. timer at <= 50 ms); "
                                             "such a criterion does not count towards the verdict.")
     reason: str | None = Field(None, description="Why passed is null or applies is false.")
+    source: Literal["federal", "state", "manufacturer", "local"] | None = Field(
+        None, description="Where the limit comes from; 'federal' only when the limit is the regulation's own value.")
+    citation: str | None = Field(None, description="The regulation or standard paragraph the limit comes from.")
+    invalid: bool = Field(False, description="True when a reading this criterion needs was flagged by its meter "
+                                             "(out of range, error, fault): not a measurement, so no verdict.")
 
 
 class TestResult(BaseModel):
@@ -88,8 +97,9 @@ class TestResult(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     test_type: TestType
-    verdict: Verdict = Field(description="fail if any applicable criterion failed; else incomplete if any cannot "
-                                         "be decided (or none exists yet); else pass.")
+    verdict: Verdict = Field(description="fail if any applicable criterion failed; else invalid if a needed reading "
+                                         "was flagged by its meter; else incomplete if any cannot be decided (or "
+                                         "none exists yet); else pass.")
     reason: str | None = Field(None, description="Why the verdict is incomplete, in words for the technologist.")
     criteria: tuple[Criterion, ...] = ()
     n_exposures: int = Field(ge=0)

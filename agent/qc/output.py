@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Literal
 
-from agent.qc.criteria import fmt, judged, lacking, pending, result, station_key
+from agent.qc.criteria import fmt, judged, lacking, pending, result, station_key, unconfirmed
 from agent.qc.limits import QcLimits
 from agent.qc.models import Criterion, QcExposure, TestResult
 
@@ -34,7 +34,7 @@ def _span_too_long(exposures: Sequence[QcExposure], limits: QcLimits) -> str | N
 def reproducibility(exposures: Sequence[QcExposure], limits: QcLimits) -> TestResult:
     """Air kerma reproducibility at one technique: C = s / mean (sample s, n - 1) <= 0.05 by default
     (21 CFR 1020.31(b)), or (Kmax - Kmin) / mean with reproducibility_method = 'range' (state shortcuts)."""
-    reason = lacking(exposures, "air_kerma_ugy", "air kerma reading")
+    reason = lacking(exposures, "air_kerma_ugy", "air kerma reading") or unconfirmed(exposures)
     # 1020.31(b)(1) is "for any specific combination of selected technique factors": mixed techniques are no test.
     reason = reason or next(filter(None, (_differs(exposures, a, u) for a, u in TECHNIQUE)), None)
     reason = reason or _span_too_long(exposures, limits)
@@ -106,6 +106,21 @@ def _output_per_mas(group: list[QcExposure]) -> float | None:
     return statistics.fmean(e.air_kerma_ugy / 1000.0 / e.mas for e in group)
 
 
+def _not_a_pair(s1: float, s2: float, group: list[QcExposure], unit: str, limits: QcLimits) -> str | None:
+    """Why two stations are no 1020.31(c) pair: more than a factor of 2 apart (continuous selection), or their
+    exposures spread over more than the time window."""
+    ratio_max = limits.linearity_max_station_ratio
+    if ratio_max is not None and s1 > 0 and s2 / s1 > ratio_max + 1e-9:
+        return (f"{fmt(s1)} and {fmt(s2)} {unit} are {fmt(s2 / s1)}x apart, more than {fmt(ratio_max)}x: take a "
+                f"station in between")
+    times = [e.measured_at for e in group]
+    if limits.linearity_max_span_s is not None and times and all(t is not None for t in times):
+        span = (max(times) - min(times)).total_seconds()
+        if span > limits.linearity_max_span_s:
+            return f"the two stations' exposures span {fmt(span)} s, more than {fmt(limits.linearity_max_span_s)} s"
+    return None
+
+
 def _pair(s1: float, g1: list[QcExposure], s2: float, g2: list[QcExposure], unit: str, limits: QcLimits) -> Criterion:
     """|X1 - X2| <= k (X1 + X2), evaluated as L = |X1 - X2| / (X1 + X2) <= k."""
     k, key = limits.linearity_max_coefficient, unit.lower()
@@ -122,7 +137,10 @@ def _pair(s1: float, g1: list[QcExposure], s2: float, g2: list[QcExposure], unit
         return pending("linearity", subject, inputs, "<=", "1", rule,
                        f"set mAs is zero at the {fmt(zero)} {unit} station: mGy/mAs is undefined")
     inputs.update(x1_mgy_per_mas=x1, x2_mgy_per_mas=x2, difference_mgy_per_mas=abs(x1 - x2),
-                  limit_mgy_per_mas=k * (x1 + x2))
+                  limit_mgy_per_mas=k * (x1 + x2), n_1=len(g1), n_2=len(g2))
+    not_a_pair = _not_a_pair(s1, s2, g1 + g2, unit, limits)
+    if not_a_pair:
+        return pending("linearity", subject, inputs, "<=", "1", rule, not_a_pair)
     if x1 + x2 == 0:
         return pending("linearity", subject, inputs, "<=", "1", rule,
                        "no air kerma at either station: is the meter in the beam?")

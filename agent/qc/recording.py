@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 from agent.payloads.exposure import ExposureEvent
 from agent.payloads.qc import QcReading
-from agent.qc.matching import event_technique, event_time, increments, nearest, parse_time, utc_iso
+from agent.qc.matching import event_device, event_technique, event_time, increments, nearest, parse_time, utc_iso
 from agent.qc.store import QcStore, dumps
 
 EVENTS_KEPT = timedelta(days=1)  # events are only wanted for a few seconds; a day is plenty for late senders
@@ -21,14 +21,15 @@ OPEN_SESSION_OF = ("SELECT ref FROM sessions WHERE state = 'open' AND EXISTS "
                    "(SELECT 1 FROM json_each(sessions.instruments) WHERE value = ?)")
 
 
-def record_reading(store: QcStore, payload: QcReading, pair_window_s: float, match_window_s: float) -> QcReading:
+def record_reading(store: QcStore, payload: QcReading, pair_window_s: float, match_window_s: float,
+                   accumulating: frozenset[str] | None = None) -> QcReading:
     """Record the reading in the open session of its instrument and return it with that session_ref; without an
     open session (or for a DAP meter whose total did not grow) it is returned as it came, session_ref null."""
     with store.transaction() as conn:
         known = conn.execute("SELECT payload FROM readings WHERE msg_id = ?", (payload.msg_id,)).fetchone()
         if known is not None:
             return QcReading.model_validate_json(known["payload"])
-        grown, is_exposure = _meter_totals(conn, payload)
+        grown, is_exposure = _meter_totals(conn, payload, accumulating)
         session = conn.execute(OPEN_SESSION_OF, (payload.instrument_id,)).fetchone()
         if session is None or not is_exposure:
             return payload
@@ -49,11 +50,13 @@ def mark_emitted(store: QcStore, msg_id: str) -> None:
         conn.execute("UPDATE readings SET emitted = 1 WHERE msg_id = ?", (msg_id,))
 
 
-def _meter_totals(conn: sqlite3.Connection, payload: QcReading) -> tuple[dict[str, float], bool]:
+def _meter_totals(conn: sqlite3.Connection, payload: QcReading,
+                  accumulating: frozenset[str] | None) -> tuple[dict[str, float], bool]:
     """Increase of an accumulating meter since its previous reading (any session or none), and whether this reading
     is an exposure; the new totals are saved in the same transaction as the reading."""
     rows = conn.execute("SELECT key, value FROM meter_totals WHERE instrument_id = ?", (payload.instrument_id,))
-    grown, totals, is_exposure = increments(payload.driver, payload.quantities, {r["key"]: r["value"] for r in rows})
+    grown, totals, is_exposure = increments(payload.driver, payload.quantities, {r["key"]: r["value"] for r in rows},
+                                            accumulating)
     conn.executemany("INSERT OR REPLACE INTO meter_totals (instrument_id, key, value) VALUES (?, ?, ?)",
                      [(payload.instrument_id, key, value) for key, value in totals.items()])
     return grown, is_exposure
@@ -88,8 +91,10 @@ def _claim_nearest_event(conn: sqlite3.Connection, ref: str, number: int, at: da
 
 def _fill(conn: sqlite3.Connection, ref: str, number: int, event_ref: str) -> None:
     conn.execute("UPDATE exposures SET technique = (SELECT technique FROM events WHERE event_ref = ?), "
+                 "dicom_technique = (SELECT technique FROM events WHERE event_ref = ?), "
+                 "device = (SELECT device FROM events WHERE event_ref = ?), "
                  "source = 'dicom', event_ref = ? WHERE session_ref = ? AND number = ?",
-                 (event_ref, event_ref, ref, number))
+                 (event_ref, event_ref, event_ref, event_ref, ref, number))
     conn.execute("UPDATE events SET claimed_by = ? WHERE event_ref = ?", (f"{ref}/{number}", event_ref))
 
 
@@ -108,8 +113,9 @@ def record_events(store: QcStore, events: list[ExposureEvent], window_s: float) 
             if not technique:
                 continue  # nothing to fill (an RDSR event without technique values)
             at = event_time(event)
-            added = conn.execute("INSERT OR IGNORE INTO events (event_ref, at, technique, stored_at) "
-                                 "VALUES (?, ?, ?, ?)", (event.event_ref, utc_iso(at), dumps(technique), utc_iso(now)))
+            added = conn.execute("INSERT OR IGNORE INTO events (event_ref, at, technique, stored_at, device) "
+                                 "VALUES (?, ?, ?, ?, ?)", (event.event_ref, utc_iso(at), dumps(technique),
+                                                            utc_iso(now), dumps(event_device(event))))
             if added.rowcount == 0:
                 continue  # the same exposure again (its image and its dose report share the event_ref)
             target = _nearest_exposure(conn, at, window_s)

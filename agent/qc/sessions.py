@@ -16,7 +16,8 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any
 
 from agent.outbox import OutboxError
@@ -27,7 +28,11 @@ from agent.payloads.qc_session import QcSession
 from agent.qc.config import QcConfig
 from agent.qc.matching import TECHNIQUE_KEYS, utc_iso
 from agent.qc.models import TEST_TYPES
-from agent.qc.record import analysed, exposure_views, session_payload
+from agent.qc.quantities import measures as quantity_measures
+from agent.qc.quantities import missing_quantities
+from agent.qc.quantities import used as used_quantities
+from agent.qc.models import TestResult
+from agent.qc.record import analysed, exposure_views, session_payload, unit_identity
 from agent.qc.recording import mark_emitted, record_events, record_reading
 from agent.qc.store import QcStore, QcStoreError, dumps
 from agent.sink import Sink
@@ -35,6 +40,8 @@ from agent.sink import Sink
 log = logging.getLogger(__name__)
 
 OPERATOR_MAX = 32
+REVIEWER_MAX = 80
+COMMENT_MAX = 2000
 
 
 class QcError(Exception):
@@ -48,10 +55,21 @@ class QcError(Exception):
 class QcSessions:
     """The QC session service of one agent (start/stop/alive for the supervisor; tick for retries)."""
 
-    def __init__(self, cfg: QcConfig, store: QcStore, sink: Sink, instruments: Mapping[str, str]) -> None:
-        """instruments: configured instrument id -> driver name. No I/O here."""
+    def __init__(self, cfg: QcConfig, store: QcStore, sink: Sink, instruments: Mapping[str, str],
+                 measures: Mapping[str, frozenset[str]] | None = None,
+                 accumulating: Mapping[str, frozenset[str]] | None = None,
+                 records: Mapping[str, dict[str, Any]] | None = None, time_zone: str = "UTC") -> None:
+        """instruments: configured instrument id -> driver name. measures: id -> the QC quantities it measures
+        (default: its built-in driver's, agent/qc/quantities.py). accumulating: id -> the quantities it integrates
+        (a running total: an exposure is their increase; default: the built-in driver's). records: id -> what a
+        session records about the instrument (InstrumentConfig.record()). No I/O here."""
         self.cfg, self.store, self.sink = cfg, store, sink
         self.instruments = dict(instruments)
+        measures = measures or {}
+        self.measures = {i: measures.get(i, quantity_measures(d)) for i, d in self.instruments.items()}
+        self.accumulating = dict(accumulating or {})
+        self.records = {i: dict((records or {}).get(i) or {"id": i, "driver": d}) for i, d in self.instruments.items()}
+        self.time_zone = time_zone
 
     # ---- service -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -105,7 +123,8 @@ class QcSessions:
         def store_reading(payload: QcReading) -> Any:
             if not self.store.is_open:
                 return emit(payload)  # QC unavailable: the reading is still published, with no session
-            payload = record_reading(self.store, payload, self.cfg.pair_window_s, self.cfg.match_window_s)
+            payload = record_reading(self.store, payload, self.cfg.pair_window_s, self.cfg.match_window_s,
+                                     self.accumulating.get(payload.instrument_id))
             result = emit(payload)
             if payload.session_ref is not None:
                 mark_emitted(self.store, payload.msg_id)
@@ -132,9 +151,11 @@ class QcSessions:
                 if busy is not None:
                     raise QcError(409, f"instrument {instrument} is in open session {busy['ref']}: finish or "
                                        "discard that one first")
-            conn.execute("INSERT INTO sessions (ref, test_type, operator, instruments, state, started_at) "
-                         "VALUES (?, ?, ?, ?, 'open', ?)", (ref, test_type, operator.strip(), dumps(instruments),
-                                                            utc_iso(_now())))
+            details = {"unit_id": self.cfg.unit_id or None, "time_zone": self.time_zone,
+                       "instruments": [with_calibration_status(self.records[i], _now()) for i in instruments]}
+            conn.execute("INSERT INTO sessions (ref, test_type, operator, instruments, state, started_at, details) "
+                         "VALUES (?, ?, ?, ?, 'open', ?, ?)", (ref, test_type, operator.strip(), dumps(instruments),
+                                                               utc_iso(_now()), dumps(details)))
         log.info("QC session %s started: %s on %s by %s", ref, test_type, ", ".join(instruments), operator.strip())
         self._analyse(ref)
         return self.session(ref)
@@ -148,6 +169,17 @@ class QcSessions:
         if unknown:
             known = ", ".join(self.instruments) or "none configured"
             raise QcError(400, f"unknown instrument {', '.join(map(str, unknown))}; configured: {known}")
+        missing = missing_quantities(test_type, set().union(*(self.measures[i] for i in instruments)))
+        if missing:
+            have = "; ".join(f"{i} ({self.instruments[i]}) measures "
+                             f"{', '.join(sorted(self.measures[i])) or 'no exposure quantity'}" for i in instruments)
+            raise QcError(400, f"{test_type} needs {' and '.join(missing)}, which the chosen instruments do not "
+                               f"measure: {have}")
+        idle = [i for i in instruments if not self.measures[i] & used_quantities(test_type)]
+        if idle:
+            # Its readings would become exposures of their own (an area monitor's background every 2 s).
+            raise QcError(400, f"{', '.join(idle)} measure{'s' if len(idle) == 1 else ''} nothing {test_type} uses: "
+                               f"leave {'it' if len(idle) == 1 else 'them'} out of the session")
         name = operator.strip() if isinstance(operator, str) else ""
         if not name or len(name) > OPERATOR_MAX or not name.isprintable():
             raise QcError(400, f"operator: your initials or staff id (1-{OPERATOR_MAX} characters)")
@@ -171,6 +203,16 @@ class QcSessions:
         self._analyse(ref)
         return self.session(ref)
 
+    def confirm_all(self, ref: str) -> dict[str, Any]:
+        """Confirm, in one action, every DICOM-proposed technique not yet confirmed (corrections stay as they are)."""
+        with self._store() as conn:
+            self._open(ref)
+            done = conn.execute("UPDATE exposures SET confirmed = 1 WHERE session_ref = ? AND source = 'dicom' AND "
+                                "confirmed = 0", (ref,)).rowcount
+        log.info("QC session %s: %d DICOM technique(s) confirmed", ref, done)
+        self._analyse(ref)
+        return self.session(ref)
+
     def finish(self, ref: str) -> dict[str, Any]:
         """Close the session with its verdict, keep the audit record and publish it on qc/session."""
         with self._store() as conn:
@@ -189,6 +231,37 @@ class QcSessions:
             log.warning("QC session %s finished but not yet published (%s); retrying", ref, exc)
         return self.session(ref)
 
+    def review(self, ref: str, reviewed_by: Any, comment: Any = "") -> dict[str, Any]:
+        """A physicist signs a finished session off: the review is stored and the record published again as its
+        next revision (a new msg_id, so subscribers get the update and the first record stays as it was)."""
+        name = reviewed_by.strip() if isinstance(reviewed_by, str) else ""
+        if not name or len(name) > REVIEWER_MAX or not name.isprintable():
+            raise QcError(400, f"reviewed_by: the reviewer's name (1-{REVIEWER_MAX} characters)")
+        if not isinstance(comment, str) or len(comment) > COMMENT_MAX:
+            raise QcError(400, f"comment: text of at most {COMMENT_MAX} characters")
+        with self._store() as conn:
+            session = self._row(ref)
+            if session is None:
+                raise QcError(404, f"no QC session {ref}")
+            if session["state"] != "finished":
+                raise QcError(409, f"session {ref} is {session['state']}: only a finished session can be reviewed")
+            revision = int((session.get("review") or {}).get("revision", 0)) + 1
+            review = {"reviewed_by": name, "reviewed_at": local_iso(_now(), self.time_zone),
+                      "comment": comment.strip(), "revision": revision}
+            session["review"] = review
+            views = exposure_views(self.store, session)
+            result = TestResult.model_validate(session["result"])
+            record = session_payload(session, views, result, site=self.sink.site, room=self.sink.room,
+                                     finished_at=session["ended_at"], match_window_s=self.cfg.match_window_s)
+            conn.execute("UPDATE sessions SET review = ?, record = ?, published = 0 WHERE ref = ?",
+                         (dumps(review), record.model_dump_json(by_alias=True), ref))
+        log.info("QC session %s reviewed by %s (revision %d)", ref, name, revision)
+        try:
+            self.publish_pending()
+        except OutboxError as exc:
+            log.warning("QC session %s review not yet published (%s); retrying", ref, exc)
+        return self.session(ref)
+
     def discard(self, ref: str) -> dict[str, Any]:
         """Abandon the session: kept locally, not published (its readings went out on qc/reading already)."""
         with self._store() as conn:
@@ -204,8 +277,11 @@ class QcSessions:
         if session is None:
             raise QcError(404, f"no QC session {ref}")
         session.pop("record", None)
-        return {**session, "published": bool(session["published"]),
-                "exposures": exposure_views(self.store, session), "match_window_s": self.cfg.match_window_s}
+        views = exposure_views(self.store, session)
+        details = session.get("details") or {}
+        return {**session, "published": bool(session["published"]), "exposures": views,
+                "match_window_s": self.cfg.match_window_s, "unit": unit_identity(details.get("unit_id"), views),
+                "instrument_records": details.get("instruments", []), "time_zone": details.get("time_zone")}
 
     def sessions(self, state: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Summaries, newest first: open ones, or the recent finished/discarded ones, or all."""
@@ -259,6 +335,22 @@ class QcSessions:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def local_iso(at: datetime, zone: str) -> str:
+    """ISO 8601 in the site's time zone, with its offset (an unknown zone: UTC)."""
+    try:
+        return at.astimezone(ZoneInfo(zone)).isoformat(timespec="seconds")
+    except (ZoneInfoNotFoundError, ValueError):
+        return at.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def with_calibration_status(record: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The instrument record with calibration_status at `now`: overdue after calibration_due, valid before, else
+    unknown."""
+    due = record.get("calibration_due")
+    status = "unknown" if not due else ("overdue" if date.fromisoformat(due) < now.date() else "valid")
+    return {**record, "calibration_status": status}
 
 
 def _loads(text: str) -> dict[str, Any]:

@@ -31,7 +31,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     ended_at TEXT,
     result TEXT,                        -- JSON TestResult after the latest change
     record TEXT,                        -- JSON qc/session payload, written when finished: the audit record
-    published INTEGER NOT NULL DEFAULT 0
+    published INTEGER NOT NULL DEFAULT 0,
+    details TEXT,                       -- JSON: X-ray unit and instrument records at the start
+    review TEXT                         -- JSON: the physicist's sign-off (name, date, comment)
 );
 CREATE INDEX IF NOT EXISTS sessions_state ON sessions (state, started_at);
 CREATE TABLE IF NOT EXISTS exposures (
@@ -42,6 +44,7 @@ CREATE TABLE IF NOT EXISTS exposures (
     source TEXT,                            -- dicom, manual, corrected; null: none yet
     confirmed INTEGER NOT NULL DEFAULT 0,
     event_ref TEXT,
+    dicom_technique TEXT,                   -- JSON technique as the modality reported it (kept beside corrections)
     PRIMARY KEY (session_ref, number)
 );
 CREATE TABLE IF NOT EXISTS readings (
@@ -71,7 +74,11 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
 """
-JSON_COLUMNS = ("instruments", "result", "record", "technique", "payload", "increments")
+JSON_COLUMNS = ("instruments", "result", "record", "technique", "payload", "increments", "dicom_technique",
+                "details", "review", "device")
+# Columns added after the first release: (table, column, declaration), added to an existing qc.db at open.
+ADDED_COLUMNS = (("exposures", "dicom_technique", "TEXT"), ("sessions", "details", "TEXT"),
+                 ("sessions", "review", "TEXT"), ("events", "device", "TEXT"), ("exposures", "device", "TEXT"))
 
 
 class QcStoreError(OutboxError):
@@ -117,6 +124,10 @@ class QcStore:
                 conn.execute("PRAGMA synchronous = FULL")  # as the outbox: a recorded reading survives power loss
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.executescript(SCHEMA)
+                for table, column, declaration in ADDED_COLUMNS:
+                    have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                    if column not in have:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
             except sqlite3.Error as exc:
                 raise QcStoreError(f"cannot open {self.path}: {exc}") from exc
             self._conn = conn

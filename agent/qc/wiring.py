@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from agent.config import Config
 from agent.qc.config import DB_FILE
+from agent.qc.quantities import measures
 from agent.qc.sessions import QcSessions
 from agent.qc.store import QcStore
 from agent.sink import Sink
@@ -18,7 +19,11 @@ def add_qc_sessions(cfg: Config, sink: Sink, supervisor: Supervisor, intakes: li
     """Build the QC session service, hook it into every instrument reader (`emit`) and the DICOM intake
     (`observers`), and add it to the supervisor. Call before the intakes are added."""
     qc = QcSessions(cfg.qc, QcStore(cfg.outbox.path.parent / DB_FILE), sink,
-                    {inst.id: inst.driver for inst in cfg.instruments})
+                    {inst.id: inst.driver for inst in cfg.instruments},
+                    measures={inst.id: instrument_measures(inst) for inst in cfg.instruments},
+                    accumulating={inst.id: frozenset(getattr(inst.driver_settings(), "accumulating", ()))
+                                  for inst in cfg.instruments},
+                    records={inst.id: inst.record() for inst in cfg.instruments}, time_zone=cfg.site.timezone)
     observed: set[int] = set()
     for _name, service in intakes:
         if hasattr(service, "emit") and hasattr(service, "tracker"):  # an InstrumentReader
@@ -30,6 +35,12 @@ def add_qc_sessions(cfg: Config, sink: Sink, supervisor: Supervisor, intakes: li
     supervisor.add("qc", qc)
     supervisor.every_tick(qc.tick)
     return qc
+
+
+def instrument_measures(inst) -> frozenset[str]:
+    """The QC quantities one configured instrument measures (a profile's field names for the profile driver)."""
+    settings = inst.driver_settings()
+    return measures(inst.driver, (f.name for f in getattr(settings, "fields", ())))
 
 
 def add_qc_page(qc: QcSessions, web) -> None:

@@ -8,9 +8,7 @@ cannot start or finish sessions behind the technologist.
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from flask import Blueprint, Flask, abort, current_app, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, abort, current_app, jsonify, render_template, request
 
 from agent.qc.models import TEST_TYPES
 from agent.qc.sessions import QcError, QcSessions
@@ -30,10 +28,20 @@ assert set(TEST_LABELS) == set(TEST_TYPES), "every test type needs a label on th
 bp = Blueprint("qc", __name__, template_folder="templates", static_folder="static", static_url_path="/qc/static")
 
 
-@bp.app_template_filter("when")
-def _when(iso: str | None) -> str:
-    """A stored UTC time for the report: 2025-03-04 10:00:05 UTC."""
-    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S UTC") if iso else "—"
+@bp.app_template_filter("local")
+def _local(iso: str | None, zone: str | None = None) -> str:
+    """A stored time in the session's zone with its offset: 2025-03-04 11:00:05 +01:00."""
+    from agent.qc.pdf import local_time
+
+    return local_time(iso, zone)
+
+
+@bp.app_template_filter("inputs")
+def _inputs(inputs: dict) -> str:
+    """A criterion's inputs in one line, numbers to 4 significant digits."""
+    from agent.qc.pdf import format_inputs
+
+    return format_inputs(inputs)
 
 
 def register_qc(app: Flask, qc: QcSessions) -> None:
@@ -79,6 +87,22 @@ def report(ref: str):
         abort(404)
     return render_template("qc_report.html", s=session, site=cfg.site.id, room=cfg.site.room,
                            label=TEST_LABELS.get(session["test_type"], session["test_type"]))
+
+
+@bp.get("/qc/report/<ref>.pdf")
+def report_pdf(ref: str):
+    """The report as a PDF file (Download PDF)."""
+    from agent.qc.pdf import render_pdf  # fpdf2 only when a PDF is asked for
+
+    qc, cfg = _qc(), current_app.extensions["xray_agent"].cfg
+    try:
+        session = qc.session(ref)
+    except QcError:
+        abort(404)
+    data = render_pdf(session, site=cfg.site.id, room=cfg.site.room,
+                      label=TEST_LABELS.get(session["test_type"], session["test_type"]))
+    return Response(data, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="qc-{ref}.pdf"'})
 
 
 # ---- API -------------------------------------------------------------------------------------------------------------
@@ -141,11 +165,26 @@ def technique(ref: str, number: int):
     return jsonify(_qc().set_technique(ref, number, _body()))
 
 
+@bp.post("/api/qc/sessions/<ref>/confirm")
+def confirm(ref: str):
+    """Confirm every DICOM-proposed technique of the session not yet confirmed, in one action."""
+    _body()
+    return jsonify(_qc().confirm_all(ref))
+
+
 @bp.post("/api/qc/sessions/<ref>/finish")
 def finish(ref: str):
     """Finish with the verdict, keep the audit record and publish it on qc/session."""
     _body()
     return jsonify(_qc().finish(ref))
+
+
+@bp.post("/api/qc/sessions/<ref>/review")
+def review(ref: str):
+    """A physicist's sign-off of a finished session: {"reviewed_by": name, "comment": text}; published as an update
+    of the session record."""
+    body = _body()
+    return jsonify(_qc().review(ref, body.get("reviewed_by", ""), body.get("comment", "")))
 
 
 @bp.post("/api/qc/sessions/<ref>/discard")

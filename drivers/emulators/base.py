@@ -63,6 +63,7 @@ class Emulator:
         self._later: list[tuple[float, bytes]] = []
         self._unplug_request: float | None = None
         self._replug_at: float | None = None
+        self._power_cycle = False
 
     @property
     def path(self) -> str:
@@ -100,9 +101,12 @@ class Emulator:
         """Resume timed behaviour."""
         self.running.set()
 
-    def unplug(self, seconds: float, wait_s: float = 2.0) -> None:
-        """Close the pty and remove the link now; a new pty appears at the link after `seconds`."""
+    def unplug(self, seconds: float, wait_s: float = 2.0, power_cycle: bool = False) -> None:
+        """Close the pty and remove the link now; a new pty appears at the link after `seconds`. power_cycle: the
+        instrument comes back in its power-on state (power_on()), as after switching it off and on; otherwise it
+        keeps its state, as when only the cable was pulled."""
         self.unplugged.clear()
+        self._power_cycle = power_cycle
         self._unplug_request = seconds
         if self._thread is None or not self._thread.is_alive():
             self._service_unplug(time.monotonic())
@@ -154,6 +158,9 @@ class Emulator:
     def tick(self, now: float) -> None:
         """Called every loop turn (~20 ms) while running: timed pushes and exposures."""
 
+    def power_on(self) -> None:
+        """Return to the power-on state (unplug with power_cycle). Default: nothing kept."""
+
     def error_frame(self) -> bytes:
         """The instrument's error reply, for the error_rate fault."""
         return b""
@@ -202,6 +209,8 @@ class Emulator:
             elif self._replug_at is not None and now >= self._replug_at:
                 self._replug_at = None
                 self.replugs += 1
+                if self._power_cycle:
+                    self.power_on()
                 self._plug()
 
     def _run(self) -> None:

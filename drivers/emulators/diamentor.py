@@ -43,6 +43,12 @@ class DiamentorEmulator(Emulator):
         body = f"M{dap:.2f},{rate:.2f},{minutes},{seconds:02d},0.00,0.00,0,00"
         return f"{body},{sum(body.encode()) % 100000:05d}\r".encode()
 
+    def power_on(self) -> None:
+        """The accumulated DAP and time start from zero, the unit is kept (it is stored in the meter)."""
+        self.dap_gy_m2 = self.dap_rate_gy_m2_s = 0.0
+        self.time_s = 0
+        self._buf = b""
+
     def on_bytes(self, data: bytes) -> None:
         """Collect bytes up to CR; one reply per command."""
         self._buf = (self._buf + data)[-MAX_COMMAND:]

@@ -45,6 +45,10 @@ class VictoreenEmulator(Emulator):
             self.exposures.append(dict(kvp=kvp, air_kerma_ugy=air_kerma_ugy, exposure_time_ms=exposure_time_ms,
                                        kvp_avg=kvp_avg, peaks=peaks))
 
+    def power_on(self) -> None:
+        """READY with no exposure data (queued exposures stay queued: they are the test's, not the meter's)."""
+        self.state, self.data = "ready", b""
+
     def on_bytes(self, data: bytes) -> None:
         """One-character commands, no terminator; unknown bytes are ignored."""
         for char in data.decode("latin-1"):

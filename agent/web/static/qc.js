@@ -43,6 +43,13 @@ function clock(iso) {
     hour12: false}) : "";
 }
 
+function stamp(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  const day = d.toLocaleDateString("sv-SE"); // YYYY-MM-DD
+  return `${day} ${clock(iso)}`;
+}
+
 function say(text) {
   $("message").textContent = text || "";
   $("message").hidden = !text;
@@ -88,7 +95,8 @@ function renderSessions(overview) {
     const pick = el("button", {type: "button", class: "pick", onclick: () => { state.ref = s.ref; refresh(); }},
       el("span", {class: `badge ${verdict}`, text: verdict.toUpperCase()}),
       el("span", {text: ` ${(state.labels || {})[s.test_type] || s.test_type} · ${s.operator} · ` +
-        `${s.n_exposures} exposures · ${s.state} ${clock(s.started_at)}`}));
+        `${s.n_exposures} exposures · started ${stamp(s.started_at)}` +
+        (s.ended_at ? ` · ${s.state} ${stamp(s.ended_at)}` : ` · ${s.state}`)}));
     return el("li", {}, pick, el("a", {href: `/qc/report/${s.ref}`, text: "report"}));
   });
   $("sessions").replaceChildren(...items);
@@ -98,11 +106,17 @@ function renderSessions(overview) {
 // ---- one session ----------------------------------------------------------------------------------------------------
 function exposureRow(e, open) {
   const t = e.technique, m = e.measured;
-  const source = t.source ? SOURCES[t.source] + (t.confirmed ? " ✓" : "") : "none";
+  let source = t.source ? SOURCES[t.source] + (t.confirmed ? " ✓" : " – not confirmed") : "none";
+  const dicom = t.dicom_reported || {};
+  const changed = TECHNIQUE.filter((k) => k in dicom && dicom[k] !== t[k]);
+  if (changed.length) source += ` (DICOM: ${changed.map((k) => `${k.replace("set_", "")} ${fmt(dicom[k])}`).join(", ")})`;
   const cells = [e.number, clock(e.measured_at), fmt(t.set_kvp), fmt(t.set_ma), fmt(t.set_mas), fmt(t.set_time_ms),
     fmt(t.dicom_dap_gy_m2, UGY_M2_PER_GY_M2), fmt(m.kvp), fmt(m.air_kerma_ugy), fmt(m.exposure_time_ms),
     fmt(m.hvl_mm_al), fmt(m.dap_gy_m2, UGY_M2_PER_GY_M2), source];
   const row = el("tr", {class: t.source ? "" : "missing"}, ...cells.map((c) => el("td", {text: String(c)})));
+  const flags = e.flags || [];
+  row.append(el("td", {class: flags.length ? "flags flagged" : "flags",
+    text: flags.length ? flags.join(", ") + (Object.keys(e.excluded || {}).length ? " (excluded)" : "") : "–"}));
   const actions = el("td", {class: "row-actions"});
   if (open && t.source && !t.confirmed) {
     actions.append(el("button", {type: "button", class: "small go", text: "Confirm",
@@ -115,10 +129,12 @@ function exposureRow(e, open) {
 }
 
 function criterionItem(c) {
-  const outcome = !c.applies ? "n/a" : c.passed === true ? "pass" : c.passed === false ? "fail" : "incomplete";
+  const outcome = !c.applies ? "n/a" : c.passed === true ? "pass" : c.passed === false ? "fail" :
+    c.invalid ? "invalid" : "incomplete";
   const value = c.value === null ? "" : ` — ${fmt(c.value)} vs limit ${fmt(c.limit)} ${c.unit === "1" ? "" : c.unit}`;
   return el("li", {class: outcome}, el("span", {class: `badge ${outcome}`, text: outcome.toUpperCase()}),
-    el("span", {text: ` ${c.subject}: ${c.rule}${value}${c.reason ? " (" + c.reason + ")" : ""}`}));
+    el("span", {text: ` ${c.subject}: ${c.rule}${value}${c.reason ? " (" + c.reason + ")" : ""}` +
+      (c.source ? ` · limit: ${c.source}` : "")}));
 }
 
 function renderSession(s) {
@@ -130,8 +146,15 @@ function renderSession(s) {
   const open = s.state === "open";
   const result = s.result || {verdict: "incomplete", criteria: []};
   $("s-title").textContent = `${(state.labels || {})[s.test_type] || s.test_type} · ${s.ref}`;
-  $("s-meta").textContent = `${s.instruments.join(", ")} · operator ${s.operator} · started ${clock(s.started_at)}` +
-    (open ? "" : ` · ${s.state}${s.published ? ", published" : ""}`);
+  const unit = s.unit || {};
+  const unitText = [unit.unit_id, unit.manufacturer, unit.model, unit.serial_number && `SN ${unit.serial_number}`,
+    unit.station_name].filter(Boolean).join(" ");
+  $("s-meta").textContent = `${s.instruments.join(", ")} · operator ${s.operator} · started ${stamp(s.started_at)}` +
+    (unitText ? ` · unit ${unitText}` : "") + (open ? "" : ` · ${s.state}${s.published ? ", published" : ""}`);
+  $("review").hidden = s.state !== "finished";
+  const review = s.review;
+  $("review-done").textContent = review ? `Signed off by ${review.reviewed_by} on ${stamp(review.reviewed_at)}` +
+    (review.comment ? `: ${review.comment}` : "") : "Not reviewed yet.";
   $("verdict").textContent = result.verdict.toUpperCase();
   $("verdict").className = `verdict ${result.verdict}`;
   $("s-reason").textContent = result.reason || "";
@@ -139,7 +162,9 @@ function renderSession(s) {
   $("no-exposures").hidden = s.exposures.length > 0;
   $("criteria").replaceChildren(...result.criteria.map(criterionItem));
   $("finish").hidden = $("discard").hidden = !open;
+  $("confirm-all").hidden = !open || !s.exposures.some((e) => e.technique.source === "dicom" && !e.technique.confirmed);
   $("report").href = `/qc/report/${s.ref}`;
+  $("report-pdf").href = `/qc/report/${s.ref}.pdf`;
 }
 
 // ---- actions --------------------------------------------------------------------------------------------------------
@@ -211,6 +236,12 @@ $("start-form").addEventListener("submit", start);
 $("edit-form").addEventListener("submit", saveEdit);
 $("edit-cancel").addEventListener("click", () => $("edit").close());
 $("finish").addEventListener("click", () => act(api(`/api/qc/sessions/${state.ref}/finish`, {})));
+$("review-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  act(api(`/api/qc/sessions/${state.ref}/review`,
+    {reviewed_by: $("reviewed_by").value, comment: $("review_comment").value}));
+});
+$("confirm-all").addEventListener("click", () => act(api(`/api/qc/sessions/${state.ref}/confirm`, {})));
 $("discard").addEventListener("click", () => {
   if (confirm("Discard this session? It will not be published.")) act(api(`/api/qc/sessions/${state.ref}/discard`, {}));
 });
