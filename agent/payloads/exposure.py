@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from agent.payloads.base import Envelope
 
@@ -23,6 +23,16 @@ Source = Literal["image", "rdsr"]
 
 def _opt(description: str):
     return Field(None, description=description)
+
+
+class ValueWarning(BaseModel):
+    """A value the object holds but that could not be used: the field is null (or absent) and this says why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(description="The payload field whose value is missing, e.g. dap_gy_m2.")
+    reason: str = Field(description='Why, e.g. "unparseable", "placeholder zero", "unknown unit", "out of range".')
+    raw: str | None = Field(None, description="The text as sent, only when number-like (never patient data).")
 
 
 class ExposureEvent(Envelope):
@@ -71,6 +81,12 @@ class ExposureEvent(Envelope):
         "Dose monitoring: event_ref of the earlier exposure this one repeats (same study, and same body part and view "
         "as the dose rules' repeat key says, acquired within their repeat window); null if not a repeat, or if dose "
         "monitoring is off.")
+    supersedes: str | None = _opt(
+        "event_ref of the event this one corrects: the same object (same SOP instance, same place in it) was "
+        "received before with different recorded content; null otherwise.")
+    warnings: list[ValueWarning] | None = _opt(
+        "Values present in the object but not usable (null in this payload), one entry per field: "
+        '{"field", "reason", "raw" (number-like text only)}; null when there are none.')
 
 
 class DoseSummary(Envelope):
