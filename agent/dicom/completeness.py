@@ -27,6 +27,9 @@ ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 # VRs whose explicit header has 2 reserved bytes and a 4-byte length (PS3.5 Table 7.1-1).
 LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 PREAMBLE, MAGIC = 128, b"DICM"
+# Without a preamble a file must begin with the meta (group 0002) or a data set's first groups (0008, and the
+# rare 0000/0004/0005 elements some writers keep), little or big endian: anything else is not DICOM at all.
+BARE_STARTS = frozenset({b"\x02\x00", b"\x08\x00", b"\x00\x08", b"\x00\x00", b"\x04\x00", b"\x05\x00"})
 TRANSFER_SYNTAX_TAG = 0x00020010
 IMPLICIT_LE, EXPLICIT_LE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
 EXPLICIT_BE, DEFLATED_LE = "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"
@@ -61,10 +64,13 @@ def check_dataset(data: bytes | memoryview, transfer_syntax: str, offset: int = 
 
 def check_file(data: bytes) -> tuple[str, bool]:
     """Check a Part 10 file (preamble and meta, PS3.10 7.1; also a bare meta or a bare data set): (the transfer
-    syntax its data set was checked in, whether it holds pixel data); raises IncompleteObject."""
+    syntax its data set was checked in, whether it holds pixel data); raises IncompleteObject, or ValueError for
+    bytes that do not begin like DICOM at all."""
     offset = PREAMBLE + len(MAGIC) if data[PREAMBLE:PREAMBLE + len(MAGIC)] == MAGIC else 0
-    if len(data) <= offset and offset:
-        raise IncompleteObject("nothing after the file preamble")
+    if not offset and len(data) < PREAMBLE + len(MAGIC) and not data.strip(b"\x00"):
+        raise IncompleteObject("file ends in its preamble")
+    if not offset and data[:2] not in BARE_STARTS:
+        raise ValueError("not a DICOM file: no DICM prefix and no data set start")  # junk, not a cut object
     syntax, offset = _meta(memoryview(data), offset)
     if syntax is None:  # no meta: guess the encoding as readers do (an explicit VR shows as two letters after the tag)
         syntax = EXPLICIT_LE if data[offset + 4:offset + 6].isalpha() else IMPLICIT_LE

@@ -83,6 +83,9 @@ class Extraction:
 
     events: tuple[ExposureEvent, ...] = ()
     summary: DoseSummary | None = None
+    # Per event, in order: (keyed hash of its identity key, its place in the object: keyed hash of the SOP Instance
+    # UID + position). Never published; the intake uses them to tell a correction from a repeated identity.
+    identities: tuple[tuple[str, str], ...] = ()
 
     def payloads(self) -> tuple[Envelope, ...]:
         """All payloads in publish order: events first, then the summary that totals them."""
@@ -106,7 +109,8 @@ def _extract(ds: Dataset, ctx: ExtractContext) -> Extraction:
         raise ExtractionError("missing SOP Instance UID")
     kind = classify(ds)
     if kind == "image":
-        return Extraction(events=(_image_event(ds, ctx),))
+        event, identity = _image_event(ds, ctx)
+        return Extraction(events=(event,), identities=(_identity(ds, ctx, identity, 0),))
     if kind == "rdsr":
         return _dose_report(ds, ctx)
     return Extraction()
@@ -223,11 +227,16 @@ def _event(exposure: dict[str, object], keys: tuple[str, str], source: str, comm
                          event_ref=make_ref(ctx.secret, "event", keys[1]))
 
 
-def _image_event(ds: Dataset, ctx: ExtractContext) -> ExposureEvent:
+def _identity(ds: Dataset, ctx: ExtractContext, identity: object, position: int) -> tuple[str, str]:
+    place = f"{read_text(ds, 'SOPInstanceUID')}\x1f{position}"
+    return make_ref(ctx.secret, "identity", str(identity)), make_ref(ctx.secret, "place", place)
+
+
+def _image_event(ds: Dataset, ctx: ExtractContext) -> tuple[ExposureEvent, object]:
     modality = image.IMAGE_SOP_CLASSES.get(sop_class_uid(ds) or "") or read_text(ds, "Modality")
     common = {**_common(ds, ctx), "modality": read_text(ds, "Modality") or modality}
     exposure = image.image_exposure(ds, modality)
-    return _event(exposure, event_keys([exposure])[0], "image", common, local_zone(ds, ctx), ctx)
+    return _event(exposure, event_keys([exposure])[0], "image", common, local_zone(ds, ctx), ctx), exposure["identity"]
 
 
 def _dose_report(ds: Dataset, ctx: ExtractContext) -> Extraction:
@@ -236,10 +245,12 @@ def _dose_report(ds: Dataset, ctx: ExtractContext) -> Extraction:
     exposures = rdsr.report_events(ds)
     events = tuple(_event(values, keys, "rdsr", common, zone, ctx)
                    for values, keys in zip(exposures, event_keys(exposures)))
+    identities = tuple(_identity(ds, ctx, values["identity"], n) for n, values in enumerate(exposures))
     totals = rdsr.accumulated_totals(ds)
     if not events and totals is None:
         return Extraction()  # e.g. a CT dose report: same title, no projection events
-    return Extraction(events=events, summary=_summary(ds, ctx, common, len(events), totals or {}, zone))
+    return Extraction(events=events, summary=_summary(ds, ctx, common, len(events), totals or {}, zone),
+                      identities=identities)
 
 
 def _summary(ds: Dataset, ctx: ExtractContext, common: dict, events_count: int, totals: dict, zone: tzinfo
