@@ -94,42 +94,35 @@ def _ingest_files(paths: list[Path]):
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    """Extract events from files exactly as the agent would, printing the payloads as JSON lines."""
-    from pydicom import dcmread
+    """Run files through the agent's own intake (agent.dicom.dryrun), printing what it would publish as JSON lines."""
+    import logging
 
-    from agent.dicom.extract import ExtractContext, ExtractionError, extract
-    from agent.payloads.base import utc_now
+    from agent.dicom.dryrun import dry_run
+    from agent.dose.config import DoseConfig
     from agent.pseudonym import load_secret, throwaway_secret
 
     if args.config:
         cfg = _load_or_exit(args.config)
         site, room, zone, age_sex = cfg.site.id, cfg.site.room, cfg.site.timezone, cfg.dicom.include_age_sex
-        secret = load_secret(cfg.site.secret_key_file)
+        secret, dose_cfg = load_secret(cfg.site.secret_key_file), cfg.dose
     else:
         site, room, zone, age_sex, secret = "local", "local", args.timezone, True, throwaway_secret()
+        dose_cfg = DoseConfig()  # the agent's defaults: built-in DI bands and NCRP 168 levels, no DRLs
         print("no --config: using a throwaway key, so study_ref/event_ref differ from the agent's", file=sys.stderr)
-    files = events = failed = 0
-    for path in _ingest_files(args.paths):
-        files += 1
-        try:
-            ds = dcmread(path, force=True)
-            ctx = ExtractContext(site=site, room=room, secret=secret, timezone=zone, include_age_sex=age_sex,
-                                 received_at=utc_now())
-            payloads = extract(ds, ctx).payloads()
-        except ExtractionError as exc:
-            failed += 1
-            print(f"{path}: cannot interpret: {exc.reason}", file=sys.stderr)
-            continue
-        except Exception as exc:  # noqa: BLE001 - unreadable file: say so and go on
-            failed += 1
-            print(f"{path}: cannot read: {type(exc).__name__}: {exc}", file=sys.stderr)
-            continue
-        for payload in payloads:
-            sys.stdout.write(payload.to_json_bytes().decode() + "\n")
-        events += len(payloads)
-        if not payloads:
-            print(f"{path}: no exposure recorded in this object (not an image or dose report)", file=sys.stderr)
-    print(f"{files} file(s), {events} payload(s), {failed} failed", file=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
+    printed = []
+
+    def publish(payload) -> None:
+        printed.append(payload)
+        sys.stdout.write(payload.to_json_bytes().decode() + "\n")
+
+    outcomes = dry_run(_ingest_files(args.paths), site=site, room=room, secret=secret, timezone=zone,
+                       include_age_sex=age_sex, dose_cfg=dose_cfg, published=publish)
+    for outcome in outcomes:
+        if outcome.failed:
+            print(f"{outcome.path}: cannot interpret ({outcome.describe()})", file=sys.stderr)
+    failed = sum(outcome.failed for outcome in outcomes)
+    print(f"{len(outcomes)} file(s), {len(printed)} payload(s), {failed} failed", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -190,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="print the events the agent would publish for DICOM files (no broker needed)")
     p.add_argument("paths", type=Path, nargs="+", metavar="FILE_OR_FOLDER")
-    p.add_argument("--config", type=Path, help="use this config's site, secret and zone (default: a throwaway key)")
+    p.add_argument("--config", type=Path, help="use this config's site, secret, zone and dose rules (default: a "
+                                               "throwaway key and the built-in dose rules)")
     p.add_argument("--timezone", default="UTC", help="zone for times without offset when no --config is given")
     p.set_defaults(func=cmd_ingest)
 
