@@ -71,6 +71,8 @@ def check_file(data: bytes) -> tuple[str, bool]:
         raise IncompleteObject("file ends in its preamble")
     if not offset and data[:2] not in BARE_STARTS:
         raise ValueError("not a DICOM file: no DICM prefix and no data set start")  # junk, not a cut object
+    if offset and len(data) == offset:
+        raise IncompleteObject("nothing after the file preamble")
     syntax, offset = _meta(memoryview(data), offset)
     if syntax is None:  # no meta: guess the encoding as readers do (an explicit VR shows as two letters after the tag)
         syntax = EXPLICIT_LE if data[offset + 4:offset + 6].isalpha() else IMPLICIT_LE

@@ -15,7 +15,7 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
-from agent.dicom import image
+from agent.dicom import image, rdsr
 from agent.dicom.attributes import read_text
 from agent.dicom.completeness import IncompleteObject, check_dataset, check_file
 
@@ -52,7 +52,7 @@ def read_received(stream: BytesIO, transfer_syntax: UID, sop_class: str | None =
     finally:
         view.release()
     ds = read_headers(stream, transfer_syntax)
-    require_pixel_data(ds, has_pixels, sop_class)
+    require_whole_object(ds, has_pixels, sop_class)
     return ds
 
 
@@ -61,13 +61,13 @@ def read_part10(data: bytes) -> Dataset:
     the pixel data. Raises IncompleteObject, or what pydicom raises for an unreadable file."""
     _, has_pixels = check_file(data)
     ds = dcmread(BytesIO(data), force=True, stop_before_pixels=True)
-    require_pixel_data(ds, has_pixels)
+    require_whole_object(ds, has_pixels)
     return ds
 
 
-def require_pixel_data(ds: Dataset, has_pixels: bool, sop_class_from_meta: str | None = None) -> None:
-    """An image without its pixel data was cut between two elements (Pixel Data is Type 1, PS3.3 C.7.6.3, and comes
-    last): IncompleteObject."""
+def require_whole_object(ds: Dataset, has_pixels: bool, sop_class_from_meta: str | None = None) -> None:
+    """IncompleteObject for an object cut exactly between two elements, which the structural walk cannot see: an
+    image without its pixel data (Type 1, PS3.3 C.7.6.3, and written last), a dose report without its content."""
     meta = getattr(ds, "file_meta", None)
     sop_class = read_text(ds, "SOPClassUID") or (read_text(meta, "MediaStorageSOPClassUID")
                                                  if isinstance(meta, Dataset) else None) or sop_class_from_meta
@@ -75,6 +75,10 @@ def require_pixel_data(ds: Dataset, has_pixels: bool, sop_class_from_meta: str |
                 else read_text(ds, "Modality") in image.IMAGE_MODALITIES)
     if is_image and not has_pixels:
         raise IncompleteObject("image ends before its pixel data")
+    # A dose report's content tree is Type 1 (SR Document Content Module, PS3.3 C.17.3) and its last top-level
+    # element but for signatures and padding: a report cut before it would be acknowledged with no events.
+    if sop_class in rdsr.DOSE_SR_CLASSES and "ContentSequence" not in ds:
+        raise IncompleteObject("dose report ends before its content")
 
 
 __all__ = ["IncompleteObject", "read_headers", "read_received", "read_part10"]
