@@ -23,6 +23,7 @@ from agent.sink import Sink
 from agent.topics import Topics
 from tests import dicom_factory as factory
 from tests.realparts import REPO, Subscriber, wait_for
+from tests.test_health_agent import metric
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +68,8 @@ def test_a_truncated_c_store_is_refused_and_its_complete_re_send_published(dicom
     assert "incomplete object" in dicom_agent.log()
     kept = list((dicom_agent.config.parent / "quarantine").glob("*.dcm"))
     assert len(kept) == 1 and kept[0].stat().st_size < len(data)
+    assert metric(dicom_agent, "xray_dicom_incomplete_total") == 1
+    assert metric(dicom_agent, "xray_dicom_received_total") == 2
 
 
 def test_cuts_of_a_dose_report_are_refused_at_every_kind_of_place(dicom_agent, subscriber, tmp_path):
