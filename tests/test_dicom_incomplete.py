@@ -22,7 +22,7 @@ from agent.outbox import Outbox
 from agent.sink import Sink
 from agent.topics import Topics
 from tests import dicom_factory as factory
-from tests.realparts import REPO, Subscriber, wait_for
+from tests.realparts import REPO, wait_for
 from tests.test_health_agent import metric
 
 pytestmark = pytest.mark.integration
