@@ -86,7 +86,12 @@ def read_numbers(ds: Dataset, keyword: str) -> list[Decimal]:
 def unreadable_number(ds: Dataset, keyword: str) -> str | None:
     """When an element is present with text but yields no number ("9.5x", "n/a"): that text, else None. Binary VRs
     always decode, so only string values can be unreadable."""
-    if read_numbers(ds, keyword):
+    tag = _tag(keyword)
+    try:
+        present = tag is not None and tag in ds
+    except Exception:  # an unreadable data set: nothing to report
+        return None
+    if not present or read_numbers(ds, keyword):
         return None
     return read_text(ds, keyword)
 

@@ -23,7 +23,6 @@ import struct
 import zlib
 
 UNDEFINED = 0xFFFFFFFF
-ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 # VRs whose explicit header has 2 reserved bytes and a 4-byte length (PS3.5 Table 7.1-1).
 LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 PREAMBLE, MAGIC = 128, b"DICM"
@@ -118,58 +117,71 @@ def _meta(data: memoryview, offset: int) -> tuple[str | None, int]:
     return syntax, offset
 
 
+_EXPLICIT = {True: struct.Struct("<HH2sH"), False: struct.Struct(">HH2sH")}  # group, element, VR, 2-byte length
+_IMPLICIT = {True: struct.Struct("<HHI"), False: struct.Struct(">HHI")}  # group, element, 4-byte length
+_LENGTH = {True: struct.Struct("<I"), False: struct.Struct(">I")}
+
+
 def _walk(data: memoryview, pos: int, *, implicit: bool, little: bool) -> bool:
     """The walk: a stack of open containers (undefined-length sequences and items), each with its content's encoding.
 
     A stray delimiter where none is open is skipped (some writers add one after a defined-length sequence; readers
     tolerate it); only evidence that the stream ends before the data set does, or an item outside any sequence,
-    raises."""
+    raises. Precompiled structs, one unpack per header, the current container's state in locals (changed only on
+    entering or leaving a container): about a microsecond per element."""
     end = len(data)
-    top = (implicit, little)
+    top = (False, implicit, little)
     stack: list[tuple[bool, bool, bool]] = []  # (is_sequence, implicit, little) of each open container
+    in_sequence = False
+    head, explicit_head, long_length = _IMPLICIT[little], _EXPLICIT[little], _LENGTH[little]
     pixel_data = False
     while pos < end:
-        in_sequence, implicit, little = stack[-1] if stack else (False, *top)
         if pos + 8 > end:
             raise IncompleteObject("element header cut")
-        order = "<" if little else ">"
-        group, element, length = struct.unpack_from(order + "HHI", data, pos)
-        tag = group << 16 | element
+        group, element, length = head.unpack_from(data, pos)
         if group == 0xFFFE:  # item and delimiters: tag + 4-byte length, no VR in any encoding (PS3.5 7.5)
             pos += 8
-            if tag == ITEM and in_sequence:
+            if element == 0xE000 and in_sequence:  # Item
                 if length == UNDEFINED:
                     _push(stack, (False, implicit, little))
+                    in_sequence = False
                 else:
                     pos += length
                     if pos > end:
                         raise IncompleteObject("item longer than the stream")
-            elif tag == SEQUENCE_END and in_sequence or tag == ITEM_END and stack and not in_sequence:
-                stack.pop()
-            elif tag == ITEM:
+                continue
+            if element == 0xE0DD and in_sequence or element == 0xE00D and stack and not in_sequence:
+                stack.pop()  # Sequence / Item Delimitation Item
+                in_sequence, implicit, little = stack[-1] if stack else top
+                head, explicit_head, long_length = _IMPLICIT[little], _EXPLICIT[little], _LENGTH[little]
+            elif element == 0xE000:
                 raise IncompleteObject("malformed: an item outside any sequence")
             elif length:
                 raise IncompleteObject("malformed: a delimiter with a length")
             continue
         if in_sequence:
             raise IncompleteObject("malformed: a sequence holds an element that is not an item")
-        if not stack and tag in PIXEL_DATA_TAGS:
+        if group == 0x7FE0 and not stack and (group << 16 | element) in PIXEL_DATA_TAGS:
             pixel_data = True
+        vr = None
         if implicit:
             pos += 8
-            vr = None
         else:
-            vr = bytes(data[pos + 4:pos + 6])
+            vr = explicit_head.unpack_from(data, pos)[2]
             if vr in LONG_VRS:
                 if pos + 12 > end:
                     raise IncompleteObject("element header cut")
-                length = struct.unpack_from(order + "I", data, pos + 8)[0]
+                length = long_length.unpack_from(data, pos + 8)[0]
                 pos += 12
             else:
-                length = struct.unpack_from(order + "H", data, pos + 6)[0]
+                length = explicit_head.unpack_from(data, pos)[3]
                 pos += 8
         if length == UNDEFINED:  # a sequence, encapsulated pixel data, or UN holding an implicit VR LE sequence
-            _push(stack, (True, True, True) if vr == b"UN" else (True, implicit, little))
+            if vr == b"UN":
+                implicit, little = True, True
+                head, explicit_head, long_length = _IMPLICIT[True], _EXPLICIT[True], _LENGTH[True]
+            _push(stack, (True, implicit, little))
+            in_sequence = True
             continue
         pos += length
         if pos > end:

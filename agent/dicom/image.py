@@ -127,10 +127,14 @@ def technique(ds: Dataset, warnings: list[dict] | None = None) -> dict[str, floa
 def acquisition_datetime(ds: Dataset) -> str | None:
     """The acquisition moment as a DICOM DT string: AcquisitionDateTime, else acquisition, else content date+time;
     the first that holds a time of day wins (units.most_precise_dt: a date-only DT does not hide a full date+time)."""
+    combined = read_text(ds, "AcquisitionDateTime")
+    if units.has_time(combined):
+        return combined  # read lazily: the pairs are read only when needed (a hundred objects a second per room)
+    acquisition = units.combine_date_time(read_text(ds, "AcquisitionDate"), read_text(ds, "AcquisitionTime"))
+    if units.has_time(acquisition):
+        return acquisition
     return units.most_precise_dt(
-        read_text(ds, "AcquisitionDateTime"),
-        units.combine_date_time(read_text(ds, "AcquisitionDate"), read_text(ds, "AcquisitionTime")),
-        units.combine_date_time(read_text(ds, "ContentDate"), read_text(ds, "ContentTime")))
+        combined, acquisition, units.combine_date_time(read_text(ds, "ContentDate"), read_text(ds, "ContentTime")))
 
 
 def irradiation_type(ds: Dataset, modality: str | None) -> str | None:
@@ -155,9 +159,9 @@ def exposure_identity(ds: Dataset) -> str | None:
     if event_uid:
         return event_uid
     study_uid = read_text(ds, "StudyInstanceUID")
-    acquired = units.most_precise_dt(
-        read_text(ds, "AcquisitionDateTime"),
-        units.combine_date_time(read_text(ds, "AcquisitionDate"), read_text(ds, "AcquisitionTime")))
+    combined = read_text(ds, "AcquisitionDateTime")
+    acquired = combined if units.has_time(combined) else units.most_precise_dt(
+        combined, units.combine_date_time(read_text(ds, "AcquisitionDate"), read_text(ds, "AcquisitionTime")))
     if study_uid and acquired and len(acquired) >= 14:  # YYYYMMDDHHMMSS: to the second at least
         parts = [study_uid, acquired[:14], read_text(ds, "AcquisitionNumber"), read_text(ds, "InstanceNumber"),
                  read_text(ds, "ViewPosition"), read_text(ds, "ImageLaterality") or read_text(ds, "Laterality")]

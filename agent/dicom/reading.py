@@ -25,7 +25,9 @@ PIXEL_DATA_FIRST_TAG = 0x7FE00008
 
 
 def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag >= PIXEL_DATA_FIRST_TAG
+    # pydicom calls this for every element; BaseTag's own Python-level __ge__ cost more than the completeness walk
+    # of the whole object, the C-level int comparison nothing.
+    return int.__ge__(tag, PIXEL_DATA_FIRST_TAG)
 
 
 def read_headers(stream: BytesIO, transfer_syntax: UID) -> Dataset:
