@@ -198,3 +198,14 @@ def test_rdsr_events_dedupe_if_and_only_if_they_record_the_same_exposure(a, b):
     same = (a["uid"] == b["uid"] and (a["started"], a["kvp"], a["rp"]) == (b["started"], b["kvp"], b["rp"])
             and _dap_gy_m2(a["dap"]) == pytest.approx(_dap_gy_m2(b["dap"])))
     assert (first.msg_id == second.msg_id) == same
+
+
+def test_a_cumulative_report_re_sent_with_a_corrected_event_supersedes_it(pipeline):
+    uid = generate_uid()
+    first = factory.make_rdsr([factory.acquisition_event(uid=uid, dose_rp=("0.0005", "Gy"))])
+    corrected = factory.make_rdsr([factory.acquisition_event(uid=uid, dose_rp=("0.0006", "Gy")),
+                                   factory.fluoro_event()], study_uid=first.StudyInstanceUID)
+    pipeline.send(first, corrected)
+    original, correction, fluoro = pipeline.published("exposure")
+    assert correction["supersedes"] == original["event_ref"] and fluoro["supersedes"] is None
+    assert (original["dose_rp_gy"], correction["dose_rp_gy"]) == (0.0005, 0.0006)

@@ -227,8 +227,11 @@ def _event(exposure: dict[str, object], keys: tuple[str, str], source: str, comm
                          event_ref=make_ref(ctx.secret, "event", keys[1]))
 
 
-def _identity(ds: Dataset, ctx: ExtractContext, identity: object, position: int) -> tuple[str, str]:
-    place = f"{read_text(ds, 'SOPInstanceUID')}\x1f{position}"
+def _identity(ds: Dataset, ctx: ExtractContext, identity: object, position: int, anchor: str = "SOPInstanceUID"
+              ) -> tuple[str, str]:
+    """(identity hash, place hash). The place of an image's exposure is its SOP instance; of a dose report's event,
+    its position in the study's report (a cumulative report is re-sent under new SOP Instance UIDs)."""
+    place = f"{read_text(ds, anchor) or read_text(ds, 'SOPInstanceUID')}\x1f{position}"
     return make_ref(ctx.secret, "identity", str(identity)), make_ref(ctx.secret, "place", place)
 
 
@@ -245,7 +248,8 @@ def _dose_report(ds: Dataset, ctx: ExtractContext) -> Extraction:
     exposures = rdsr.report_events(ds)
     events = tuple(_event(values, keys, "rdsr", common, zone, ctx)
                    for values, keys in zip(exposures, event_keys(exposures)))
-    identities = tuple(_identity(ds, ctx, values["identity"], n) for n, values in enumerate(exposures))
+    identities = tuple(_identity(ds, ctx, values["identity"], n, "StudyInstanceUID")
+                       for n, values in enumerate(exposures))
     totals = rdsr.accumulated_totals(ds)
     if not events and totals is None:
         return Extraction()  # e.g. a CT dose report: same title, no projection events

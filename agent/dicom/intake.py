@@ -130,9 +130,9 @@ class DicomIntake:
                         origin, len(fields), ", ".join(sorted(set(fields))))
 
     def handle_incomplete(self, raw: Callable[[], bytes], reason: str, origin: str) -> int:
-        """An object cut part-way (completeness.py): nothing from it is interpreted or remembered, so a complete
-        re-send is accepted and published; count, quarantine, answer Cannot Understand."""
-        self.counters.add(received=1, incomplete=1)
+        """An object cut part-way, or structurally malformed (completeness.py): nothing from it is interpreted or
+        remembered, so a complete re-send is accepted and published; count, quarantine, answer Cannot Understand."""
+        self.counters.add(received=1, incomplete=int(reason.startswith("incomplete")))  # else malformed structure
         return self._reject(raw, reason, origin)
 
     def handle_undecodable(self, raw: Callable[[], bytes], reason: str, origin: str) -> int:
