@@ -122,13 +122,12 @@ def _ingest_files(paths: list[Path]):
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    """Extract events from files exactly as the agent would, printing the payloads as JSON lines."""
-    from pydicom import dcmread
+    """Run files through the agent's own intake (agent.dicom.dryrun), printing what it would publish as JSON lines."""
+    import logging
 
-    from agent.dicom.extract import ExtractContext, ExtractionError, extract
-    from agent.payloads.base import utc_now
+    from agent.dicom.dryrun import DEFAULT_MAX_OBJECT_BYTES, dry_run
+    from agent.dose.config import DoseConfig
     from agent.privacy.config import PrivacyConfig
-    from agent.privacy.policy import coarsen_times
     from agent.pseudonym import load_secret, throwaway_secret
 
     if args.config:
@@ -139,32 +138,27 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         except ValueError as exc:  # SecretFileError or a too short secret: the message names the key
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+        dose_cfg, privacy, max_object_bytes = cfg.dose, cfg.privacy, cfg.dicom.max_object_bytes
     else:
         site, room, zone, age_sex, secret = "local", "local", args.timezone, True, throwaway_secret()
+        dose_cfg = DoseConfig()  # the agent's defaults: built-in DI bands and NCRP 168 levels, no DRLs
+        privacy, max_object_bytes = PrivacyConfig(), DEFAULT_MAX_OBJECT_BYTES
         print("no --config: using a throwaway key, so study_ref/event_ref differ from the agent's", file=sys.stderr)
-    privacy = cfg.privacy if args.config else PrivacyConfig()
-    files = events = failed = 0
-    for path in _ingest_files(args.paths):
-        files += 1
-        try:
-            ds = dcmread(path, force=True)
-            ctx = ExtractContext(site=site, room=room, secret=secret, timezone=zone, include_age_sex=age_sex,
-                                 received_at=utc_now(), free_text=privacy.text_policy())
-            payloads = [coarsen_times(p, privacy.time_resolution) for p in extract(ds, ctx).payloads()]
-        except ExtractionError as exc:
-            failed += 1
-            print(f"{path}: cannot interpret: {exc.reason}", file=sys.stderr)
-            continue
-        except Exception as exc:  # noqa: BLE001 - unreadable file: say so and go on
-            failed += 1
-            print(f"{path}: cannot read: {type(exc).__name__}: {exc}", file=sys.stderr)
-            continue
-        for payload in payloads:
-            sys.stdout.write(payload.to_json_bytes().decode() + "\n")
-        events += len(payloads)
-        if not payloads:
-            print(f"{path}: no exposure recorded in this object (not an image or dose report)", file=sys.stderr)
-    print(f"{files} file(s), {events} payload(s), {failed} failed", file=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
+    printed = []
+
+    def publish(payload) -> None:
+        printed.append(payload)
+        sys.stdout.write(payload.to_json_bytes().decode() + "\n")
+
+    outcomes = dry_run(_ingest_files(args.paths), site=site, room=room, secret=secret, timezone=zone,
+                       include_age_sex=age_sex, dose_cfg=dose_cfg, published=publish, privacy=privacy,
+                       max_object_bytes=max_object_bytes)
+    for outcome in outcomes:
+        if outcome.failed:
+            print(f"{outcome.path}: cannot interpret ({outcome.describe()})", file=sys.stderr)
+    failed = sum(outcome.failed for outcome in outcomes)
+    print(f"{len(outcomes)} file(s), {len(printed)} payload(s), {failed} failed", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -238,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="print the events the agent would publish for DICOM files (no broker needed)")
     p.add_argument("paths", type=Path, nargs="+", metavar="FILE_OR_FOLDER")
-    p.add_argument("--config", type=Path, help="use this config's site, secret and zone (default: a throwaway key)")
+    p.add_argument("--config", type=Path, help="use this config's site, secret, zone and dose rules (default: a "
+                                               "throwaway key and the built-in dose rules)")
     p.add_argument("--timezone", default="UTC", help="zone for times without offset when no --config is given")
     p.set_defaults(func=cmd_ingest)
 

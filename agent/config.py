@@ -113,6 +113,8 @@ class OutboxConfig(Section):
 class FolderIntakeConfig(Section):
     path: Path = Field(description="Folder the modality exports DICOM files to.")
     settle_s: float = Field(2.0, ge=0, description="A file is read once its size has not changed for this long.")
+    incomplete_wait_s: float = Field(300.0, ge=0, description="How long a settled file that is still open by its "
+                                     "writer or ends part-way is waited for before it is quarantined (and kept).")
     poll_s: float = Field(1.0, gt=0, description="How often the folder is scanned.")
     after: Literal["delete", "move", "keep"] = Field("delete", description="What to do with a processed file.")
     move_to: Path | None = Field(None, description="Folder for processed files when after = 'move'.")

@@ -66,7 +66,7 @@ def test_keep_mode_handles_each_file_once_across_restarts(broker, subscriber, ag
     wait_for(lambda: len(subscriber.snapshot("/exposure")) == 1, 20, "event from kept file")
     assert agent.terminate() == 0
     agent = agent_factory(broker.port, **folder_cfg)
-    # both agents log to one file: wait for the second start, not the first one's line
+    # both runs log to one file: wait for the second run's own "watching" line
     wait_for(lambda: agent.log().count("watching") == 2, 15, "folder watch restarted")
     time.sleep(1.5)
     assert (export / "a.dcm").exists()

@@ -430,7 +430,8 @@ def local_outcome(path: Path, ctx: ExtractContext) -> tuple[bool, set[str]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ds = read_headers(io.BytesIO(body), UID(meta.TransferSyntaxUID))
+            # the agent's checked read, with the SOP class the C-STORE request carries (the sender takes it from meta)
+            ds = read_headers(io.BytesIO(body), UID(meta.TransferSyntaxUID), meta.MediaStorageSOPClassUID)
             file_meta = FileMetaDataset()
             file_meta.MediaStorageSOPClassUID = meta.MediaStorageSOPClassUID
             file_meta.MediaStorageSOPInstanceUID = meta.MediaStorageSOPInstanceUID

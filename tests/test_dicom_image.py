@@ -195,7 +195,8 @@ def test_re_extraction_is_deterministic():
 def test_refs_are_keyed_hashes_of_the_uids():
     ds = make_dx(irradiation_event_uid="1.2.826.0.1.99.1", study_uid="1.2.826.0.1.99.2")
     event = one_event(ds)
-    assert event.event_ref == make_ref(TEST_SECRET, "event", "1.2.826.0.1.99.1")
+    # the identity key (the UID) with the acquisition second: a repeated UID at another time is another exposure
+    assert event.event_ref == make_ref(TEST_SECRET, "event", "1.2.826.0.1.99.1\x1e20240105101530")
     assert event.study_ref == make_ref(TEST_SECRET, "study", "1.2.826.0.1.99.2")
     assert one_event(ds, make_context(secret=b"another-site-secret-0123456789")).msg_id != event.msg_id
 
@@ -243,7 +244,7 @@ def test_event_json_has_exactly_the_canonical_fields():
         "device_serial", "acquired_at", "received_at", "body_part", "view", "protocol", "kvp", "tube_current_ma",
         "exposure_time_ms", "exposure_mas", "dap_gy_m2", "entrance_dose_mgy", "dose_rp_gy", "exposure_index",
         "target_exposure_index", "deviation_index", "sid_mm", "pulses", "irradiation_type", "study_ref", "event_ref",
-        "patient_age_years", "patient_sex", "repeat_of", "warnings"}
+        "patient_age_years", "patient_sex", "repeat_of", "supersedes", "warnings"}
     assert payload["schema"] == "xray.exposure/1" and ExposureEvent.KIND == "exposure"
 
 

@@ -209,6 +209,7 @@ def test_intake_counts_screened_values_coarsens_times_and_logs_no_text(sink, box
 #   ref:      a keyed hash or random id; config: from the agent's config or rules file; agent: written by the agent
 #             (names, codes, its own messages, instrument frames); staff: typed by staff on the QC page.
 SCREENED, REF, CONFIG, AGENT, STAFF = "screened", "ref", "config", "agent", "staff"
+COPIED = "copied from screened exposure fields"  # e.g. a QC record's unit identity, taken from its exposure events
 ENVELOPE = {"msg_id": REF, "site": CONFIG, "room": CONFIG, "ts": AGENT}
 EQUIPMENT_TEXT = {"station_name": SCREENED, "manufacturer": SCREENED, "model": SCREENED, "device_serial": SCREENED,
                   "modality": SCREENED}
@@ -216,7 +217,8 @@ WARNINGS = {"warnings[].field": AGENT, "warnings[].reason": AGENT, "warnings[].r
 READING = {"driver": CONFIG, "flags[]": AGENT, "instrument_id": CONFIG, "msg_id": REF, "raw_frame": AGENT}
 STRING_FIELDS = {
     "xray.exposure.v1.json": {**ENVELOPE, **EQUIPMENT_TEXT, **WARNINGS, "protocol": SCREENED, "body_part": SCREENED,
-                              "view": SCREENED, "study_ref": REF, "event_ref": REF, "repeat_of": REF},
+                              "view": SCREENED, "study_ref": REF, "event_ref": REF, "repeat_of": REF,
+                              "supersedes": REF},
     "xray.dose-summary.v1.json": {**ENVELOPE, **EQUIPMENT_TEXT, **WARNINGS, "study_ref": REF},
     "xray.dose-alert.v1.json": {**ENVELOPE, "protocol": SCREENED, "body_part": SCREENED, "view": SCREENED,
                                 "modality": SCREENED, "event_ref": REF, "study_ref": REF, "rule": CONFIG,
@@ -233,7 +235,13 @@ STRING_FIELDS = {
         "exposures[].technique.event_ref": REF, "instruments[]": CONFIG, "operator": STAFF, "session_ref": REF,
         "result.criteria[].inputs.*": AGENT, "result.criteria[].name": AGENT, "result.criteria[].reason": AGENT,
         "result.criteria[].rule": AGENT, "result.criteria[].subject": AGENT, "result.criteria[].unit": AGENT,
-        "result.jurisdiction": CONFIG, "result.reason": AGENT},
+        "result.jurisdiction": CONFIG, "result.reason": AGENT, "result.criteria[].citation": AGENT,
+        "exposures[].flags[]": AGENT, "time_zone": CONFIG, "review.comment": STAFF, "review.reviewed_by": STAFF,
+        **{f"instrument_records[].{k}": CONFIG for k in (
+            "air_density_correction", "calibration_date", "calibration_due", "calibration_factor_unit", "detector",
+            "driver", "id", "model", "serial_number")},
+        "unit.unit_id": CONFIG, "unit.manufacturer": COPIED, "unit.model": COPIED, "unit.serial_number": COPIED,
+        "unit.station_name": COPIED, "unit.conflicts[]": COPIED},
 }
 
 

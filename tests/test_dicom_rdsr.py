@@ -161,11 +161,11 @@ def test_same_report_received_twice_repeats_every_msg_id():
     assert [p.msg_id for p in first.payloads()] == [p.msg_id for p in again.payloads()]
 
 
-def test_event_msg_id_depends_only_on_the_irradiation_event_uid():
+def test_event_msg_id_depends_on_the_irradiation_event_uid_and_content_not_the_study():
     event = acquisition_event(uid="1.2.826.0.1.79.1")
     in_one_study, in_another = only_event(event), only_event(event, study_uid=generate_uid())
     assert in_one_study.msg_id == in_another.msg_id
-    assert in_one_study.event_ref == make_ref(TEST_SECRET, "event", "1.2.826.0.1.79.1")
+    assert in_one_study.event_ref == make_ref(TEST_SECRET, "event", "1.2.826.0.1.79.1\x1e20240105101530")
 
 
 def test_image_and_rdsr_views_of_one_exposure_share_event_ref_not_msg_id():

@@ -19,7 +19,7 @@ def test_to_decimal_reads_dicom_numbers(raw, expected):
     assert units.to_decimal(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "abc", "nan", "inf", "1e999", "12,5", "1.2.3", None, b"\xff\xfe"])
+@pytest.mark.parametrize("raw", ["", "abc", "nan", "inf", "1e999", "12,5,0", "1.2.3", None, b"\xff\xfe"])
 def test_to_decimal_rejects_non_numbers(raw):
     assert units.to_decimal(raw) is None
 

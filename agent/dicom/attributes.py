@@ -83,6 +83,26 @@ def read_numbers(ds: Dataset, keyword: str) -> list[Decimal]:
     return units.to_decimals(value) if value is not None else []
 
 
+def unreadable_number(ds: Dataset, keyword: str) -> str | None:
+    """When an element is present with text but yields no number ("9.5x", "n/a"): that text, else None. Binary VRs
+    always decode, so only string values can be unreadable."""
+    tag = _tag(keyword)
+    try:
+        present = tag is not None and tag in ds
+    except Exception:  # an unreadable data set: nothing to report
+        return None
+    if not present or read_numbers(ds, keyword):
+        return None
+    return read_text(ds, keyword)
+
+
+def value_warning(field: str, reason: str, raw: str | None = None) -> dict[str, str]:
+    """One entry of a payload's `warnings` list: the field, why its value is null, and the raw text only when it is
+    number-like (units.number_like), so a warning never carries patient data."""
+    quoted = units.number_like(raw)
+    return {"field": field, "reason": reason, **({"raw": quoted} if quoted else {})}
+
+
 def read_number(ds: Dataset, keyword: str) -> Decimal | None:
     """The first valid value of a numeric element, or None."""
     numbers = read_numbers(ds, keyword)

@@ -9,11 +9,19 @@ Dispatch, on the SOP Class UID (the Modality only when the SOP class is missing)
 ExtractionError is raised only for objects that cannot be interpreted, and is the only exception malformed input
 can cause.
 
-Identity and privacy: UIDs never leave this module in clear. msg_id and event_ref are keyed hashes (make_ref) of the
-event's own identity (image.exposure_identity, rdsr.event_identity), so re-extracting an object, receiving both the
-For-Processing and For-Presentation image of one exposure, or a cumulative RDSR re-sent with more events all repeat
-the msg_id of events already seen. Image- and RDSR-sourced events of one exposure share event_ref (joinable) but not
-msg_id (both are published: they carry different values). `ts` is ctx.received_at so extraction stays pure.
+Identity and privacy: UIDs never leave this module in clear. "Already known" (the outbox drops a repeated msg_id) is
+decided by identity AND content: msg_id is a keyed hash (make_ref) of the event's identity key (image.exposure_identity,
+rdsr.event_identity: the Irradiation Event UID, else fallbacks) plus the fingerprint of what the event records (time
+to the second, technique, dose, view, laterality, irradiation type; `fingerprint`). So re-extracting an object,
+receiving both the For-Processing and For-Presentation image of one exposure, or a cumulative RDSR re-sent with more
+events all repeat the msg_id of events already seen, while two exposures that share a key (vendors' UID generators
+repeat; anonymisers rewrite UIDs) but differ in what they record never do. Identical events sharing a key inside one
+object (e.g. one UID on two events of a report) are told apart by their occurrence in the object, which a cumulative
+re-send keeps.
+
+event_ref hashes the identity key, the acquisition second and that occurrence: equal for the image and RDSR views of
+one exposure (joinable; their msg_ids differ: both are published, they carry different values), different for
+exposures at different times sharing a key. `ts` is ctx.received_at so extraction stays pure.
 
 Free text (protocol, body part, view, station and equipment names) leaves this module only as ctx.free_text says
 (agent.privacy.policy): by default screened against the object's own identifiers (identifiers.py), each changed value
@@ -83,6 +91,9 @@ class Extraction:
 
     events: tuple[ExposureEvent, ...] = ()
     summary: DoseSummary | None = None
+    # Per event, in order: (keyed hash of its identity key, its place in the object: keyed hash of the SOP Instance
+    # UID + position). Never published; the intake uses them to tell a correction from a repeated identity.
+    identities: tuple[tuple[str, str], ...] = ()
 
     def payloads(self) -> tuple[Envelope, ...]:
         """All payloads in publish order: events first, then the summary that totals them."""
@@ -106,7 +117,8 @@ def _extract(ds: Dataset, ctx: ExtractContext) -> Extraction:
         raise ExtractionError("missing SOP Instance UID")
     kind = classify(ds)
     if kind == "image":
-        return Extraction(events=(_image_event(ds, ctx),))
+        event, identity = _image_event(ds, ctx)
+        return Extraction(events=(event,), identities=(_identity(ds, ctx, identity, 0),))
     if kind == "rdsr":
         return _dose_report(ds, ctx)
     return Extraction()
@@ -170,35 +182,96 @@ def _common(ds: Dataset, ctx: ExtractContext, modality: str | None, ids: Identif
     }
 
 
-def _event(exposure: dict[str, object], source: str, common: dict, zone: tzinfo, ctx: ExtractContext,
-           ids: Identifiers) -> ExposureEvent:
-    """An ExposureEvent from image.py/rdsr.py values: the identity is hashed, the DT string resolved in `zone`, the
-    labels screened."""
+# What an exposure records, for "is it the same exposure?": two events with one identity key and equal fingerprints
+# are one exposure. Labels (protocol, body part) and indices derived after processing (EI) are left out: they may
+# differ between the For-Processing and For-Presentation image of one exposure.
+FINGERPRINT_FIELDS = ("kvp", "tube_current_ma", "exposure_time_ms", "exposure_mas", "dap_gy_m2", "entrance_dose_mgy",
+                      "dose_rp_gy", "pulses", "view", "laterality", "irradiation_type")
+
+
+def acquisition_second(acquired_dt: object) -> str:
+    """The leading YYYYMMDDHHMMSS digits of a DT string (fractions and offset dropped), "" when absent."""
+    text = str(acquired_dt or "").strip()
+    digits = len(text) - len(text.lstrip("0123456789"))
+    return text[:min(digits, 14)]
+
+
+def fingerprint(values: dict[str, object]) -> str:
+    """The recorded content of one exposure as a canonical string: acquisition second, then FINGERPRINT_FIELDS with
+    numbers to 6 significant digits (so the same value read from µAs or from mAs agrees)."""
+    def canonical(value: object) -> str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return format(value, ".6g")
+        return "" if value is None else str(value)
+    fields = [values.get("view_code") or values.get(name) if name == "view" else values.get(name)
+              for name in FINGERPRINT_FIELDS]  # a view code is matched by code, not by its vendor-worded meaning
+    return "\x1f".join([acquisition_second(values.get("acquired_dt"))] + [canonical(value) for value in fields])
+
+
+def event_keys(exposures: list[dict[str, object]]) -> list[tuple[str, str]]:
+    """(msg_id key, event_ref key) in clear for each exposure of one object, in order (module docstring)."""
+    seen: dict[str, int] = {}
+    keys = []
+    for values in exposures:
+        identity = str(values["identity"])
+        content = f"{identity}\x1e{fingerprint(values)}"
+        joint = f"{identity}\x1e{acquisition_second(values.get('acquired_dt'))}"
+        content_n, joint_n = seen.get("c" + content, 0), seen.get("j" + joint, 0)
+        seen["c" + content], seen["j" + joint] = content_n + 1, joint_n + 1
+        keys.append((content + (f"\x1e#{content_n}" if content_n else ""),
+                     joint + (f"\x1e#{joint_n}" if joint_n else "")))
+    return keys
+
+
+def _event(exposure: dict[str, object], keys: tuple[str, str], source: str, common: dict, zone: tzinfo,
+           ctx: ExtractContext, ids: Identifiers) -> ExposureEvent:
+    """An ExposureEvent from image.py/rdsr.py values: the keys are hashed, the DT string resolved in `zone`, the
+    labels screened (ctx.free_text)."""
     values = dict(exposure)
-    identity, acquired_dt = str(values.pop("identity")), values.pop("acquired_dt")
-    values, warnings = ctx.free_text.apply(values, ids)
-    return ExposureEvent(**{**common, "warnings": common["warnings"] + warnings}, **values, source=source,
-                         acquired_at=units.parse_datetime(acquired_dt, zone),
-                         msg_id=make_ref(ctx.secret, f"exposure/{source}", identity),
-                         event_ref=make_ref(ctx.secret, "event", identity))
+    acquired_dt, warnings = values.pop("acquired_dt"), list(values.pop("warnings", None) or [])
+    for name in ("identity", "laterality", "view_code"):  # used for the keys only
+        values.pop(name, None)
+    acquired_at = units.parse_datetime(acquired_dt, zone)
+    if acquired_dt and acquired_at is None:
+        warnings.append({"field": "acquired_at", "reason": "unparseable"})  # a date: never quoted
+    values, screened = ctx.free_text.apply(values, ids)
+    return ExposureEvent(**{**common, "warnings": common["warnings"] + warnings + screened}, **values, source=source,
+                         acquired_at=acquired_at,
+                         msg_id=make_ref(ctx.secret, f"exposure/{source}", keys[0]),
+                         event_ref=make_ref(ctx.secret, "event", keys[1]))
 
 
-def _image_event(ds: Dataset, ctx: ExtractContext) -> ExposureEvent:
+def _identity(ds: Dataset, ctx: ExtractContext, identity: object, position: int, anchor: str = "SOPInstanceUID"
+              ) -> tuple[str, str]:
+    """(identity hash, place hash). The place of an image's exposure is its SOP instance; of a dose report's event,
+    its position in the study's report (a cumulative report is re-sent under new SOP Instance UIDs)."""
+    place = f"{read_text(ds, anchor) or read_text(ds, 'SOPInstanceUID')}\x1f{position}"
+    return make_ref(ctx.secret, "identity", str(identity)), make_ref(ctx.secret, "place", place)
+
+
+def _image_event(ds: Dataset, ctx: ExtractContext) -> tuple[ExposureEvent, object]:
     modality = image.IMAGE_SOP_CLASSES.get(sop_class_uid(ds) or "") or read_text(ds, "Modality")
     ids = patient_identifiers(ds)
     common = _common(ds, ctx, read_text(ds, "Modality") or modality, ids)
-    return _event(image.image_exposure(ds, modality), "image", common, local_zone(ds, ctx), ctx, ids)
+    exposure = image.image_exposure(ds, modality)
+    return (_event(exposure, event_keys([exposure])[0], "image", common, local_zone(ds, ctx), ctx, ids),
+            exposure["identity"])
 
 
 def _dose_report(ds: Dataset, ctx: ExtractContext) -> Extraction:
     ids = patient_identifiers(ds)
     common = _common(ds, ctx, read_text(ds, "Modality"), ids)
     zone = local_zone(ds, ctx)
-    events = tuple(_event(values, "rdsr", common, zone, ctx, ids) for values in rdsr.report_events(ds))
+    exposures = rdsr.report_events(ds)
+    events = tuple(_event(values, keys, "rdsr", common, zone, ctx, ids)
+                   for values, keys in zip(exposures, event_keys(exposures)))
+    identities = tuple(_identity(ds, ctx, values["identity"], n, "StudyInstanceUID")
+                       for n, values in enumerate(exposures))
     totals = rdsr.accumulated_totals(ds)
     if not events and totals is None:
         return Extraction()  # e.g. a CT dose report: same title, no projection events
-    return Extraction(events=events, summary=_summary(ds, ctx, common, len(events), totals or {}, zone))
+    return Extraction(events=events, summary=_summary(ds, ctx, common, len(events), totals or {}, zone),
+                      identities=identities)
 
 
 def _summary(ds: Dataset, ctx: ExtractContext, common: dict, events_count: int, totals: dict, zone: tzinfo

@@ -9,10 +9,17 @@ Exported file and folder names often carry the patient's name or record number, 
 stored: a file is named in the log by a keyed hash of its path below the watched folder (`file_ref`, the same
 for the same file across restarts, not reversible without the site secret) and the watched folder itself, and the
 state table keys files by the same hash of the full path.
+
+A settled file may still be incomplete: a copy that paused longer than settle_s, a writer that keeps the file open.
+Such a file (open for writing by any process, or not complete to its end: completeness.py) is not read, published or
+deleted: it is waited for, logged once, and handled when it completes. After `incomplete_wait_s` without completing it
+is quarantined and counted as incomplete, and left in place; if it changes later it is handled afresh.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import shutil
@@ -23,7 +30,8 @@ import sqlite_utils
 
 from agent.config import FolderIntakeConfig
 from agent.dicom.intake import DicomIntake
-from agent.dicom.receive import ObjectTooLarge, read_file_headers
+from agent.dicom.reading import IncompleteObject, read_file
+from agent.dicom.receive import ObjectTooLarge
 from agent.dicom.statuses import CANNOT_UNDERSTAND, SUCCESS
 from agent.privacy.files import private_sqlite
 from agent.pseudonym import make_ref
@@ -38,6 +46,53 @@ LEGACY_TABLE = "handled"  # earlier agents keyed it by the path in clear
 def file_ref(secret: bytes, path: Path | str) -> str:
     """The keyed hash of a file path (as make_ref, domain "folder-file")."""
     return make_ref(secret, "folder-file", str(path))
+
+INCOMPLETE = -1  # status recorded for a file quarantined as incomplete: kept in place, never deleted or moved
+
+
+def open_for_writing(path: Path) -> bool:
+    """True while any process has the file open for writing.
+
+    A read lease (fcntl F_SETLEASE F_RDLCK, Linux) is refused with EAGAIN exactly then; it is released at once.
+    Where leases are not permitted (a file of another user without CAP_LEASE, network file systems), /proc is
+    searched for a writer among the processes this one may see (a file copied in over SMB/NFS shows neither: then
+    the completeness walk is the guard)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        if exc.errno == errno.EAGAIN:
+            return True
+        return _writer_in_proc(path)
+    else:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _writer_in_proc(path: Path) -> bool:
+    try:
+        target = path.stat()
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+                if (st.st_dev, st.st_ino) != (target.st_dev, target.st_ino):
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                    flags = int(next(line for line in info if line.startswith("flags:")).split()[1], 8)
+                if flags & (os.O_WRONLY | os.O_RDWR):
+                    return True
+        except (OSError, StopIteration, ValueError):
+            continue
+    return False
 
 
 class FolderWatcher(ThreadService):
@@ -54,6 +109,7 @@ class FolderWatcher(ThreadService):
         self.intake = intake
         self.state_path = Path(state_path)
         self._seen: dict[Path, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, first seen unchanged at)
+        self._waiting: dict[Path, tuple[int, int, float]] = {}  # incomplete: path -> (size, mtime_ns, since)
 
     def start(self) -> None:
         super().start()
@@ -113,6 +169,7 @@ class FolderWatcher(ThreadService):
                 except OSError as exc:  # its message would name the file: say which by label, and go on
                     log.error("cannot handle %s: %s", self.label(path), exc.strerror or type(exc).__name__)
         self._seen = {p: v for p, v in self._seen.items() if p in present}
+        self._waiting = {p: v for p, v in self._waiting.items() if p in present}
 
     def _files(self):
         skip = self.cfg.move_to.resolve() if self.cfg.move_to else None
@@ -140,27 +197,58 @@ class FolderWatcher(ThreadService):
     def _handle(self, db: sqlite_utils.Database, path: Path) -> None:
         st = path.stat()
         ref = self._ref(path)
-        done = db.execute(f"SELECT 1 FROM {STATE_TABLE} WHERE path_ref = ? AND size = ? AND mtime_ns = ?",
+        done = db.execute(f"SELECT status FROM {STATE_TABLE} WHERE path_ref = ? AND size = ? AND mtime_ns = ?",
                           [ref, st.st_size, st.st_mtime_ns]).fetchone()
         if not done:
-            status = self._process(path)
-            if status not in (SUCCESS, CANNOT_UNDERSTAND):
+            status = self._process(path, st)
+            if status is None:
+                return  # incomplete: waiting for it
+            if status not in (SUCCESS, CANNOT_UNDERSTAND, INCOMPLETE):
                 return  # Out of Resources: leave the file and try again on a later pass
             db[STATE_TABLE].upsert({"path_ref": ref, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                                     "handled_at": time.time(), "status": status}, pk="path_ref")
+            if status == INCOMPLETE:
+                return  # quarantined, and left in place: it may still complete
+        elif done[0] == INCOMPLETE:
+            return  # quarantined as incomplete earlier and unchanged since
         self._after(path)
 
-    def _process(self, path: Path) -> int:
+    def _process(self, path: Path, st: os.stat_result) -> int | None:
+        """The status the object got, INCOMPLETE once the wait is over, None while waiting for it to complete."""
         origin = self.label(path)
+        if open_for_writing(path):
+            return self._wait(path, st, "still open by its writer", origin)
         raw = lambda: path  # noqa: E731 - a quarantine/retention copy is copied from the file, not read into memory
         try:
-            # Headers only, within the listener's bounds (agent/dicom/receive.py): size, inflated size, nesting.
-            ds = read_file_headers(path, self.max_object_bytes)
+            # Checked complete, then headers only, within the listener's bounds (reading.py, receive.py).
+            ds = read_file(path, self.max_object_bytes)
+        except IncompleteObject as exc:
+            return self._wait(path, st, exc.reason, origin, raw)
         except ObjectTooLarge as exc:
             return self.intake.handle_undecodable(raw, str(exc), origin)  # handled once: a retry cannot shrink it
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets a clear answer, not a crash
             return self.intake.handle_undecodable(raw, f"cannot read file: {type(exc).__name__}", origin)
+        if self._waiting.pop(path, None) is not None:
+            log.info("%s is complete now; handling it", origin)
         return self.intake.handle(ds, raw, origin)
+
+    def _wait(self, path: Path, st: os.stat_result, why: str, origin: str, raw=None) -> int | None:
+        """Wait for an incomplete file (bounded by incomplete_wait_s); INCOMPLETE once the wait is over."""
+        now = time.monotonic()
+        waiting = self._waiting.get(path)
+        if waiting is None or waiting[:2] != (st.st_size, st.st_mtime_ns):
+            if waiting is None:
+                log.warning("%s is not complete (%s): not read, published or deleted; waiting up to %.0f s for it",
+                            origin, why, self.cfg.incomplete_wait_s)
+            self._waiting[path] = (st.st_size, st.st_mtime_ns, now)
+            return None
+        if now - waiting[2] < self.cfg.incomplete_wait_s:
+            return None
+        self._waiting.pop(path, None)
+        log.warning("%s still not complete after %.0f s (%s): quarantining a copy, leaving the file in place",
+                    origin, self.cfg.incomplete_wait_s, why)
+        self.intake.handle_incomplete(raw or (lambda: path), why, origin)
+        return INCOMPLETE
 
     def _after(self, path: Path) -> None:
         self._seen.pop(path, None)

@@ -16,7 +16,9 @@ from pydicom import uid as sop
 from pydicom.sequence import Sequence
 
 from agent.dicom import units
-from agent.dicom.attributes import element_value, first_code_meaning, read_items, read_number, read_text
+from agent.dicom.attributes import (
+    element_value, first_code_meaning, read_items, read_number, read_text, unreadable_number, value_warning,
+)
 
 IMAGE_SOP_CLASSES = {  # SOP Class UID -> modality it records
     sop.ComputedRadiographyImageStorage: "CR",
@@ -67,38 +69,72 @@ def _frame_groups(ds: Dataset) -> list[Dataset]:
     return groups
 
 
+# A zero in these fields is a placeholder, not a measurement: no exposure happens at 0 kV, 0 mAs, 0 ms, 0 mA or at
+# 0 mm, and a detector hit by X-rays has an EI above 0. CR digitisers and rooms without a DAP meter write "0" for the
+# DAP and entrance dose they do not measure. Only the deviation index may be 0 (EI equal to its target).
+PLACEHOLDER_ZERO_FIELDS = frozenset({"kvp", "tube_current_ma", "exposure_time_ms", "exposure_mas", "dap_gy_m2",
+                                     "entrance_dose_mgy", "dose_rp_gy", "exposure_index", "target_exposure_index",
+                                     "sid_mm"})
+
+
+def _technique_holders(ds: Dataset) -> list[Dataset]:
+    """The top level, then the shared functional groups' macros (where enhanced multi-frame keeps technique)."""
+    return [ds, *_frame_groups(ds)]
+
+
 def technique_number(ds: Dataset, keyword: str) -> Decimal | None:
     """A technique value from the top level, else from the shared functional groups (enhanced multi-frame)."""
-    value = read_number(ds, keyword)
-    if value is not None:
-        return value
-    for group in _frame_groups(ds):
-        value = read_number(group, keyword)
+    for holder in _technique_holders(ds):
+        value = read_number(holder, keyword)
         if value is not None:
             return value
     return None
 
 
-def technique(ds: Dataset) -> dict[str, float | None]:
-    """The technique and dose fields of one image, each from its most precise tag present, in canonical units."""
+def technique(ds: Dataset, warnings: list[dict] | None = None) -> dict[str, float | None]:
+    """The technique and dose fields of one image, each from its most precise tag present, in canonical units.
+
+    A value present but not usable gives null and, when `warnings` is given, an entry there: "unparseable" (no
+    number in the text), "out of range" (negative, non-finite), "placeholder zero" (PLACEHOLDER_ZERO_FIELDS)."""
     values: dict[str, float | None] = {}
+    notes = warnings if warnings is not None else []
+    holders = _technique_holders(ds)
     for field, candidates in TECHNIQUE_SOURCES.items():
         values[field] = None
+        problem = None
         for keyword, convert in candidates:
-            number = technique_number(ds, keyword)
-            if number is not None:
-                values[field] = convert(number)
-                break
+            number = next((n for h in holders if (n := read_number(h, keyword)) is not None), None)
+            if number is None:
+                text = next((t for h in holders if (t := unreadable_number(h, keyword))), None)
+                problem = problem or (("unparseable", text) if text else None)
+                continue
+            if number.is_zero() and field in PLACEHOLDER_ZERO_FIELDS:
+                problem = problem or ("placeholder zero", None)
+                continue  # a more precise tag may hold "0" while its rounded twin holds the value, or both are 0
+            converted = convert(number)
+            if converted is None:
+                problem = problem or ("out of range", str(number))
+                continue
+            values[field], problem = converted, None
+            break
+        if problem is not None:
+            notes.append(value_warning(field, problem[0], problem[1]))
     if values["deviation_index"] is None:  # IEC 62494-1: DI follows from EI and EI_T when the device omits it
         values["deviation_index"] = units.deviation_index(values["exposure_index"], values["target_exposure_index"])
     return values
 
 
 def acquisition_datetime(ds: Dataset) -> str | None:
-    """The acquisition moment as a DICOM DT string: AcquisitionDateTime, else acquisition, else content date+time."""
-    return (read_text(ds, "AcquisitionDateTime")
-            or units.combine_date_time(read_text(ds, "AcquisitionDate"), read_text(ds, "AcquisitionTime"))
-            or units.combine_date_time(read_text(ds, "ContentDate"), read_text(ds, "ContentTime")))
+    """The acquisition moment as a DICOM DT string: AcquisitionDateTime, else acquisition, else content date+time;
+    the first that holds a time of day wins (units.most_precise_dt: a date-only DT does not hide a full date+time)."""
+    combined = read_text(ds, "AcquisitionDateTime")
+    if units.has_time(combined):
+        return combined  # read lazily: the pairs are read only when needed (a hundred objects a second per room)
+    acquisition = units.combine_date_time(read_text(ds, "AcquisitionDate"), read_text(ds, "AcquisitionTime"))
+    if units.has_time(acquisition):
+        return acquisition
+    return units.most_precise_dt(
+        combined, acquisition, units.combine_date_time(read_text(ds, "ContentDate"), read_text(ds, "ContentTime")))
 
 
 def irradiation_type(ds: Dataset, modality: str | None) -> str | None:
@@ -109,36 +145,45 @@ def irradiation_type(ds: Dataset, modality: str | None) -> str | None:
 
 
 def exposure_identity(ds: Dataset) -> str | None:
-    """What makes this exposure unique, shared by its For-Processing and For-Presentation images (hashed by caller).
+    """The identity key of the exposure this image records (hashed by the caller), shared by its For-Processing and
+    For-Presentation images. Only half of "already known": extract.py adds the fingerprint of the recorded content,
+    so two images with one key but different content (a repeated UID) are never the same exposure.
 
     1. Irradiation Event UID (0008,3010), when the vendor sets it (the same UID an RDSR event carries).
-    2. Else study UID + acquisition date/time (to the second) + acquisition number + view + laterality: both images
-       of one exposure keep the acquisition attributes, while content date/time and series/SOP UIDs differ.
+    2. Else study UID + acquisition date/time (to the second) + acquisition number + instance number + view +
+       laterality: both images of one exposure keep the acquisition attributes, while content date/time and
+       series/SOP UIDs differ; the instance number separates the images of a stitched series taken in one second.
     3. Else the SOP Instance UID: no dedupe across the pair rather than a risk of merging two exposures.
     """
     event_uid = read_text(ds, "IrradiationEventUID")
     if event_uid:
         return event_uid
     study_uid = read_text(ds, "StudyInstanceUID")
-    acquired = (read_text(ds, "AcquisitionDateTime")
-                or units.combine_date_time(read_text(ds, "AcquisitionDate"), read_text(ds, "AcquisitionTime")))
+    combined = read_text(ds, "AcquisitionDateTime")
+    acquired = combined if units.has_time(combined) else units.most_precise_dt(
+        combined, units.combine_date_time(read_text(ds, "AcquisitionDate"), read_text(ds, "AcquisitionTime")))
     if study_uid and acquired and len(acquired) >= 14:  # YYYYMMDDHHMMSS: to the second at least
-        parts = [study_uid, acquired, read_text(ds, "AcquisitionNumber"), read_text(ds, "ViewPosition"),
-                 read_text(ds, "ImageLaterality") or read_text(ds, "Laterality")]
+        parts = [study_uid, acquired[:14], read_text(ds, "AcquisitionNumber"), read_text(ds, "InstanceNumber"),
+                 read_text(ds, "ViewPosition"), read_text(ds, "ImageLaterality") or read_text(ds, "Laterality")]
         return "acquisition\x1f" + "\x1f".join(part or "" for part in parts)
     sop_uid = read_text(ds, "SOPInstanceUID")
     return f"sop\x1f{sop_uid}" if sop_uid else None
 
 
 def image_exposure(ds: Dataset, modality: str | None) -> dict[str, object]:
-    """The exposure one image records: technique, labels, irradiation type, acquisition DT string and identity."""
+    """The exposure one image records: technique, labels, irradiation type, acquisition DT string, identity key, and
+    the `warnings` of values present but unusable."""
+    warnings: list[dict] = []
+    acquired_dt = acquisition_datetime(ds)
     return {
-        **technique(ds),
+        **technique(ds, warnings),
         "body_part": read_text(ds, "BodyPartExamined") or first_code_meaning(ds, "AnatomicRegionSequence"),
         "view": read_text(ds, "ViewPosition") or first_code_meaning(ds, "ViewCodeSequence"),
+        "laterality": read_text(ds, "ImageLaterality") or read_text(ds, "Laterality"),
         "protocol": (read_text(ds, "ProtocolName") or read_text(ds, "SeriesDescription")
                      or first_code_meaning(ds, "PerformedProtocolCodeSequence")),
         "irradiation_type": irradiation_type(ds, modality),
-        "acquired_dt": acquisition_datetime(ds),
+        "acquired_dt": acquired_dt,
         "identity": exposure_identity(ds),
+        "warnings": warnings,
     }

@@ -21,12 +21,14 @@ from typing import Callable
 from pydicom import Dataset
 
 from agent.dicom.extract import ExtractContext, ExtractionError, extract
+from agent.dicom.identities import IdentityLedger
 from agent.dicom.quarantine import BoundedFolder
 from agent.dicom.statuses import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS
 from agent.logs import log_repeated
 from agent.outbox import OutboxError, OutboxFull
 from agent.payloads.base import Envelope, utc_now
 from agent.privacy.policy import NOT_IN_CATALOG, SCREENED, TextPolicy, TimeResolution, coarsen_times
+from agent.payloads.exposure import ExposureEvent
 from agent.sink import Sink
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,10 @@ class IntakeCounters:
     events_duplicate: int = 0
     no_exposure: int = 0  # valid objects that record no projection exposure (CT, presentation states...)
     quarantined: int = 0
+    incomplete: int = 0  # objects cut part-way (also counted in quarantined): answered Cannot Understand
+    value_warnings: int = 0  # values present but unusable (one per field per event), published in `warnings`
+    identity_corrections: int = 0  # an object re-sent with different content: published with `supersedes`
+    identity_conflicts: int = 0  # exposures sharing one identity key with different content: published apart
     refused: int = 0  # answered Out of Resources
     associations_rejected: int = 0
     values_screened: int = 0  # free-text values changed by privacy.free_text (screened or not in the catalog)
@@ -78,6 +84,7 @@ class DicomIntake:
         # an observer's failure is logged and never changes the answer to the sender.
         self.observers: list[Callable[[list[Envelope]], None]] = []
         self.counters = IntakeCounters()
+        self.identities = IdentityLedger()
         self._refusing = False
 
     def context(self) -> ExtractContext:
@@ -90,20 +97,27 @@ class DicomIntake:
         """Extract, store durably, answer. `raw` gives the object's bytes (for quarantine); `origin` names the sender."""
         self.counters.add(received=1)
         try:
-            payloads = list(extract(ds, self.context()).payloads())
+            extraction = extract(ds, self.context())
         except ExtractionError as exc:
             return self._reject(raw, exc.reason, origin)
+        payloads, corrections, conflicts = self.identities.review(list(extraction.payloads()), extraction.identities)
         self._count_screened(payloads, origin)
         if payloads and self.derive is not None:
+            # After the identity review, so the dose monitor sees `supersedes`; every alert it adds names an event
+            # of this same commit (an exposure dropped as already known has the msg_id, hence the content, of one
+            # stored before, and so has its alert).
             payloads = self.derive(payloads)
         if payloads:
             try:
                 inserted = self.sink.emit(*(coarsen_times(p, self.time_resolution) for p in payloads))
             except OutboxError as exc:
                 return self._refuse(exc, origin)
+            self.identities.remember(payloads, extraction.identities)
             new = sum(inserted)
-            self.counters.add(events_stored=new, events_duplicate=len(inserted) - new)
+            self.counters.add(events_stored=new, events_duplicate=len(inserted) - new,
+                              identity_corrections=corrections, identity_conflicts=conflicts)
             log.info("stored %d new event(s) (%d already known) from %s", new, len(inserted) - new, origin)
+            self._log_warnings(payloads, origin)
             self._notify(payloads)  # exact times: QC matches meter readings to exposures by time
         else:
             self.counters.add(no_exposure=1)
@@ -128,6 +142,22 @@ class DicomIntake:
                 observer(payloads)
             except Exception:  # noqa: BLE001 - the events are stored: an observer must not fail the C-STORE
                 log.exception("intake observer %s failed", getattr(observer, "__qualname__", observer))
+
+    def _log_warnings(self, payloads: list[Envelope], origin: str) -> None:
+        """One log line per object naming the fields whose values could not be used (no values: those may be
+        identifying; the payload's `warnings` carry number-like raw text only)."""
+        fields = [f"{w.field} ({w.reason})" for p in payloads if isinstance(p, ExposureEvent)
+                  for w in p.warnings or () if w.reason not in TEXT_REASONS]  # screened text: _count_screened
+        if fields:
+            self.counters.add(value_warnings=len(fields))
+            log.warning("object from %s: %d value(s) present but not usable, published as null with warnings: %s",
+                        origin, len(fields), ", ".join(sorted(set(fields))))
+
+    def handle_incomplete(self, raw: Callable[[], bytes], reason: str, origin: str) -> int:
+        """An object cut part-way, or structurally malformed (completeness.py): nothing from it is interpreted or
+        remembered, so a complete re-send is accepted and published; count, quarantine, answer Cannot Understand."""
+        self.counters.add(received=1, incomplete=int(reason.startswith("incomplete")))  # else malformed structure
+        return self._reject(raw, reason, origin)
 
     def handle_undecodable(self, raw: Callable[[], bytes], reason: str, origin: str) -> int:
         """An object whose bytes could not even be decoded: count, quarantine, answer Cannot Understand."""

@@ -18,7 +18,7 @@ from pydicom import Dataset
 from pydicom import uid as sop
 
 from agent.dicom import units
-from agent.dicom.attributes import code_of, read_items, read_numbers, read_text
+from agent.dicom.attributes import code_of, read_items, read_numbers, read_text, value_warning
 
 Code = tuple[str, str]
 
@@ -144,14 +144,24 @@ def _index(container: Dataset) -> dict[Code, list[Dataset]]:
     return by_concept
 
 
-def measured_values(item: Dataset) -> list[tuple[Decimal, tuple[str | None, str | None]]]:
-    """(number, (unit code value, unit meaning)) of a NUM item; an empty Measured Value Sequence gives []."""
+# Technique quantities that cannot be 0 for an irradiation that happened (see image.PLACEHOLDER_ZERO_FIELDS); dose
+# quantities are left out here: a report computes them, and a very short fluoro event may round to 0.
+PLACEHOLDER_ZERO_FIELDS = frozenset({"kvp", "tube_current_ma", "exposure_time_ms", "exposure_mas", "sid_mm",
+                                     "exposure_index", "target_exposure_index"})
+
+
+def measured_values(item: Dataset, unreadable: list[str] | None = None
+                    ) -> list[tuple[Decimal, tuple[str | None, str | None]]]:
+    """(number, (unit code value, unit meaning)) of a NUM item; an empty Measured Value Sequence gives []. The text of
+    a Numeric Value that holds no number is appended to `unreadable`."""
     values = []
     for measured in read_items(item, "MeasuredValueSequence"):
         unit_items = read_items(measured, "MeasurementUnitsCodeSequence")
         unit = (read_text(unit_items[0], "CodeValue"), read_text(unit_items[0], "CodeMeaning")) if unit_items else (
             None, None)
         numbers = read_numbers(measured, "FloatingPointValue") or read_numbers(measured, "NumericValue")
+        if not numbers and unreadable is not None and (text := read_text(measured, "NumericValue")):
+            unreadable.append(text)
         values.extend((number, unit) for number in numbers)
     return values
 
@@ -162,14 +172,30 @@ def _converted(measure: Measure, value: Decimal, unit: tuple[str | None, str | N
     return converted if converted is not None or unit[1] is None else measure.convert(value, unit[1])
 
 
-def measure_value(by_concept: dict[Code, list[Dataset]], measure: Measure) -> float | int | None:
-    """The value of one measure: the first preferred code that yields values, per-pulse values combined."""
+def measure_value(by_concept: dict[Code, list[Dataset]], measure: Measure, warnings: list[dict] | None = None
+                  ) -> float | int | None:
+    """The value of one measure: the first preferred code that yields values, per-pulse values combined.
+
+    A value present but unusable gives null and, with `warnings`, an entry: "unparseable", "unknown unit" (or a
+    negative value), "placeholder zero" (PLACEHOLDER_ZERO_FIELDS)."""
+    problem = None
     for code in measure.codes:
-        values = [_converted(measure, number, unit) for item in by_concept.get(code, [])
-                  for number, unit in measured_values(item)]
+        unreadable: list[str] = []
+        measured = [(number, unit) for item in by_concept.get(code, [])
+                    for number, unit in measured_values(item, unreadable)]
+        if unreadable:
+            problem = problem or ("unparseable", unreadable[0])
+        values = [_converted(measure, number, unit) for number, unit in measured]
         values = [value for value in values if value is not None]
+        if measured and not values:
+            problem = problem or ("unknown unit", None)
+        if values and measure.field in PLACEHOLDER_ZERO_FIELDS and not any(values):
+            problem = problem or ("placeholder zero", None)
+            continue
         if values:
             return measure.combine(values)
+    if problem is not None and warnings is not None:
+        warnings.append(value_warning(measure.field, *problem))
     return None
 
 
@@ -191,8 +217,10 @@ def _label(by_concept: dict[Code, list[Dataset]], code: Code) -> str | None:
 
 
 def event_identity(ds: Dataset, by_concept: dict[Code, list[Dataset]], ordinal: int) -> str:
-    """The Irradiation Event UID; if a device omits it (it is mandatory): study UID + start time + plane, else the
-    report's SOP Instance UID + position (then a re-sent report repeats the event under another msg_id)."""
+    """The identity key of an irradiation event (hashed by the caller; extract.py adds the fingerprint of the
+    recorded content, so events sharing a key but recording different exposures stay apart): the Irradiation Event
+    UID; if a device omits it (it is mandatory): study UID + start time + plane, else the report's SOP Instance UID +
+    position (then a re-sent report repeats the event under another msg_id)."""
     event_uid = _first_text(by_concept, IRRADIATION_EVENT_UID, "UID")
     if event_uid:
         return event_uid
@@ -207,7 +235,9 @@ def event_identity(ds: Dataset, by_concept: dict[Code, list[Dataset]], ordinal: 
 def event_exposure(ds: Dataset, container: Dataset, ordinal: int) -> dict[str, object]:
     """The canonical exposure values of one irradiation event container, its DT string and identity (in clear)."""
     by_concept = _index(container)
-    values: dict[str, object] = {measure.field: measure_value(by_concept, measure) for measure in EVENT_MEASURES}
+    warnings: list[dict] = []
+    values: dict[str, object] = {measure.field: measure_value(by_concept, measure, warnings)
+                                 for measure in EVENT_MEASURES}
     if values["deviation_index"] is None:  # IEC 62494-1
         values["deviation_index"] = units.deviation_index(values["exposure_index"], values["target_exposure_index"])
     event_type = _first_code(by_concept, IRRADIATION_EVENT_TYPE)[0]
@@ -219,6 +249,9 @@ def event_exposure(ds: Dataset, container: Dataset, ordinal: int) -> dict[str, o
         "irradiation_type": IRRADIATION_TYPES.get(event_type) if event_type else None,
         "acquired_dt": _first_text(by_concept, DATETIME_STARTED, "DateTime"),
         "identity": event_identity(ds, by_concept, ordinal),
+        "laterality": None,
+        "view_code": "/".join(_first_code(by_concept, IMAGE_VIEW)[0] or ()) or None,  # meanings vary by vendor
+        "warnings": warnings,
     }
 
 

@@ -29,6 +29,7 @@ from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
+from agent.dicom.completeness import IncompleteObject
 from agent.logs import log_repeated
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,8 @@ def inflate_bounded(fp, limit: int):
                 data = inflater.decompress(inflater.unconsumed_tail, INFLATE_CHUNK)
             if not chunk or inflater.eof:
                 break
+        if not inflater.eof:  # PS3.5 A.5: a deflate stream without its final block was cut part-way
+            raise IncompleteObject("deflated stream ends before its final block")
     except BaseException:
         out.close()
         raise
@@ -144,6 +147,11 @@ def read_received_file(path: Path, max_object_bytes: int) -> Dataset:
         ds = read_headers(fp, UID(meta.TransferSyntaxUID), max_object_bytes)
     ds.file_meta = meta
     return ds
+
+
+def read_inflated_headers(fp, ts: UID) -> Dataset:
+    """The headers of an already inflated data set (from inflate_bounded), within the header and nesting bounds."""
+    return _read(fp, ts)
 
 
 def _read(fp, ts: UID) -> Dataset:

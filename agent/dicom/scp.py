@@ -20,7 +20,8 @@ from pynetdicom.sop_class import Verification
 from agent.config import DicomConfig
 from agent.dicom.guard import ConnectionGuard, Limits, close_now
 from agent.dicom.intake import DicomIntake
-from agent.dicom.receive import PIXEL_DATA_FIRST_TAG, ObjectTooLarge, read_headers, read_received_file
+from agent.dicom.reading import IncompleteObject, read_received, read_received_path
+from agent.dicom.receive import PIXEL_DATA_FIRST_TAG, ObjectTooLarge
 from agent.dicom.statuses import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS
 from agent.logs import log_repeated
 
@@ -159,13 +160,14 @@ def _store(event, intake: DicomIntake, origin: str, max_object_bytes: int) -> in
     else:
         raw = lambda: event.encoded_dataset(include_meta=True)  # noqa: E731
     try:
+        sop_class = event.request.AffectedSOPClassUID
         if path is not None:
-            ds = read_received_file(path, max_object_bytes)
+            ds = read_received_path(path, max_object_bytes, sop_class)
         else:
-            stream = event.request.DataSet
-            stream.seek(0)
-            ds = read_headers(stream, event.context.transfer_syntax, max_object_bytes)
+            ds = read_received(event.request.DataSet, event.context.transfer_syntax, sop_class, max_object_bytes)
             ds.file_meta = event.file_meta
+    except IncompleteObject as exc:  # cut part-way: nothing from it is interpreted, a complete re-send is accepted
+        return intake.handle_incomplete(raw, exc.reason, origin)
     except ObjectTooLarge as exc:
         # Out of Resources (PS3.4 Table B.2-1): the sender keeps the object; raising the bound admits it on retry.
         intake.counters.add(received=1, refused=1)
@@ -237,6 +239,8 @@ class StorageSCP:
         """True while the listening socket is open (pynetdicom keeps its accept thread for the socket's life)."""
         return self._server is not None and self._server.socket.fileno() != -1
 
+
+read_headers = read_received  # the name the fuzz tests import: the checked read the handler uses
 
 __all__ = ["StorageSCP", "PeerPolicy", "read_headers", "handle_store", "handle_echo", "handle_requested",
            "CANNOT_UNDERSTAND", "PIXEL_DATA_FIRST_TAG"]

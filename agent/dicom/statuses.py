@@ -6,8 +6,9 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 # A9xx "Error: Data Set does not match SOP Class".
 DATASET_MISMATCH = 0xA900
-# Cxxx "Error: Cannot understand": the object cannot be parsed. Retrying the same bytes would not help, so the sender
-# may give up on it; the agent keeps a copy in the quarantine folder.
+# Cxxx "Error: Cannot understand": the object cannot be parsed, or it is incomplete (cut part-way: completeness.py).
+# Retrying the same bytes would not help, so the sender may give up on them; the agent keeps a copy in the quarantine
+# folder and remembers nothing of it, so a complete re-send is accepted.
 CANNOT_UNDERSTAND = 0xC000
 
 NAMES = {SUCCESS: "Success", OUT_OF_RESOURCES: "Refused: Out of Resources",

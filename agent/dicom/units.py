@@ -16,6 +16,13 @@ from decimal import Decimal
 
 # DS/IS grammar, tolerating a decimal point in IS ("12.5" in Exposure) and surrounding padding.
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+# A decimal comma ("70,5", "0,0923"): real vendor output from devices localised for comma locales. DICOM has no
+# thousands separator (PS3.5 6.2: DS is [+-]digits[.digits][E[+-]digits]), so one comma is the decimal mark.
+_COMMA_NUMBER = re.compile(r"[+-]?(\d+,\d*|,\d+)([eE][+-]?\d+)?")
+# Text that may be quoted in a warning's `raw`: a number, possibly with a short unit or typo suffix ("9.5x", "12 kV").
+# Anything else (letters inside, long strings) could carry an identifier, so it is never quoted.
+_NUMBER_LIKE = re.compile(r"[+-]?[\d.,]*\d[\d.,]*([eE][+-]?\d+)?\s?[A-Za-z%]{0,3}")
+RAW_MAX_CHARS = 16
 _MAX_ABS_EXPONENT = 100  # no dose quantity is beyond 1e±100; also keeps Decimal arithmetic far from overflow
 SID_DM_MAX = Decimal(30)  # an SID <= 30 cannot be mm (no X-ray geometry is 3 cm); vendors that send dm send 10..18
 
@@ -41,7 +48,9 @@ def to_decimal(value: object) -> Decimal | None:
     text = bytes(value).decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
     text = text.strip(" \x00\t\r\n")
     if not _NUMBER.fullmatch(text):
-        return None
+        if not _COMMA_NUMBER.fullmatch(text):
+            return None
+        text = text.replace(",", ".")
     number = Decimal(text)
     return number if number.is_zero() or abs(number.adjusted()) <= _MAX_ABS_EXPONENT else None
 
@@ -56,6 +65,13 @@ def to_decimals(value: object) -> list[Decimal]:
         parts = list(value) if isinstance(value, Iterable) else [value]  # list, tuple, pydicom MultiValue
     numbers = (to_decimal(part) for part in parts)
     return [number for number in numbers if number is not None]
+
+
+def number_like(text: str | None) -> str | None:
+    """`text` when it is number-like and short enough to quote in a warning without any risk of carrying patient
+    data ("9.5x", "12 kV"); else None."""
+    text = (text or "").strip(" \x00")
+    return text if len(text) <= RAW_MAX_CHARS and _NUMBER_LIKE.fullmatch(text) else None
 
 
 def unit_key(unit: str | None) -> str:
@@ -213,6 +229,23 @@ def parse_date(text: str | None) -> date | None:
         return date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
     except ValueError:
         return None
+
+
+DT_HOUR_DIGITS = 10  # YYYYMMDDHH: the least a DT needs to place an exposure in time (parse_datetime's minimum)
+
+
+def has_time(dt_text: str | None) -> bool:
+    """True when a DT string holds at least the hour (a date-only DT "20240105" does not)."""
+    return bool(dt_text) and len(re.match(r"\d*", dt_text.strip())[0]) >= DT_HOUR_DIGITS
+
+
+def most_precise_dt(*candidates: str | None) -> str | None:
+    """The first candidate DT that holds a time of day, else the first present one.
+
+    Why: a DT attribute holding a date only ("20240105" in AcquisitionDateTime, valid per PS3.5 6.2 since DT may be
+    truncated) must not hide the full time the same object holds in a date + time attribute pair."""
+    present = [text for text in candidates if text]
+    return next((text for text in present if has_time(text)), present[0] if present else None)
 
 
 def combine_date_time(date_text: str | None, time_text: str | None) -> str | None:

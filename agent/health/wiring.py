@@ -69,6 +69,9 @@ def add_endpoints(ops: Operations, intakes: list[tuple[str, object]]) -> None:
     """Track the DICOM listener and its modalities, then add the web server and the systemd notifier (last)."""
     view, cfg, supervisor = ops.view, ops.view.cfg, ops.view.supervisor
     listener = dict(intakes).get("dicom-listener")
+    folder = dict(intakes).get("dicom-folder")
+    if folder is not None:
+        view.intake = folder.intake  # the intake counters on /metrics, also for a folder-only room
     if listener is not None:
         view.listener, view.intake = listener, listener.intake
         tracker = ListenerTracker(listener, listener.intake, cfg.dicom.ae_title, f"{cfg.dicom.bind}:{cfg.dicom.port}")

@@ -26,18 +26,21 @@ def _opt(description: str):
 
 
 class FieldWarning(BaseModel):
-    """A field whose published value is not the value as sent, and why."""
+    """A field whose published value is not the value as sent (null, or changed by the privacy policy), and why."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    field: str = Field(description="Name of the payload field concerned.")
-    reason: str = Field(description='Why, e.g. "screened" (free text with identifiers, long numbers or dates '
-                                    'removed: privacy.free_text) or "not-in-catalog" (published as "other").')
-    raw: str | None = Field(None, description="The value as sent, for numbers only; never for free text.")
+    field: str = Field(description="Name of the payload field concerned, e.g. dap_gy_m2 or protocol.")
+    reason: str = Field(description='Why: a value present but not usable, published as null ("unparseable", '
+                                    '"placeholder zero", "unknown unit", "out of range"), or free text changed by '
+                                    'privacy.free_text ("screened": identifiers, long numbers or dates removed; '
+                                    '"not-in-catalog": published as "other").')
+    raw: str | None = Field(None, description="The text as sent, only when number-like (never free text, never "
+                                              "patient data).")
 
 
-WARNINGS_DOC = ("Fields whose published value differs from the value as sent, with the reason; empty when none. "
-                "Screened free text is listed without the removed text.")
+WARNINGS_DOC = ("Fields whose published value differs from the value as sent, one entry per field and reason; empty "
+                "when none. Screened free text is listed without the removed text.")
 
 
 class ExposureEvent(Envelope):
@@ -88,6 +91,9 @@ class ExposureEvent(Envelope):
         "Dose monitoring: event_ref of the earlier exposure this one repeats (same study, and same body part and view "
         "as the dose rules' repeat key says, acquired within their repeat window); null if not a repeat, or if dose "
         "monitoring is off.")
+    supersedes: str | None = _opt(
+        "event_ref of the event this one corrects: the same object (same SOP instance, same place in it) was "
+        "received before with different recorded content; null otherwise.")
     warnings: list[FieldWarning] = Field(default_factory=list, description=WARNINGS_DOC)
 
 

@@ -23,6 +23,12 @@ STATES = ("ok", "degraded", "down")
 SERIAL_COUNTERS = ("frames_ok", "frames_bad", "bytes_discarded", "timeouts", "error_replies", "reconnects")
 DICOM_COUNTERS = ("received", "events_stored", "quarantined", "refused", "associations_rejected",
                   "values_screened")
+INTAKE_COUNTERS = {  # DicomIntake counters -> help text; exposed as xray_dicom_<name>_total
+    "incomplete": "Objects cut part-way, answered Cannot Understand and quarantined.",
+    "value_warnings": "Values present but not usable, published as null with a `warnings` entry.",
+    "identity_corrections": "Objects re-sent with different content, published with `supersedes`.",
+    "identity_conflicts": "Exposures sharing one identity key with different content, published apart.",
+}
 
 
 def _gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> GaugeMetricFamily:
@@ -50,6 +56,7 @@ class AgentCollector(Collector):
         yield from self._outbox()
         yield from self._broker()
         yield from self._equipment()
+        yield from self._intake()
 
     def _agent(self):
         v = self.view
@@ -132,6 +139,14 @@ class AgentCollector(Collector):
         yield state
         yield from serial.values()
         yield from (family for family in dicom.values() if family.samples)
+
+
+    def _intake(self):
+        counters = getattr(self.view.intake, "counters", None)
+        if counters is None:
+            return
+        for name, doc in INTAKE_COUNTERS.items():
+            yield _counter(f"xray_dicom_{name}", doc, getattr(counters, name))
 
 
 def metrics_registry(view: AgentView) -> CollectorRegistry:
