@@ -62,7 +62,7 @@ def cmd_outbox_stats(args: argparse.Namespace) -> int:
         print(f"no outbox at {cfg.outbox.path} yet (the agent creates it on first start)", file=sys.stderr)
         return 1
     try:
-        stats = Outbox(cfg.outbox.path, max_bytes=cfg.outbox.max_bytes).stats()
+        stats = Outbox(cfg.outbox.path, max_bytes=cfg.outbox.max_bytes, shares=cfg.outbox.shares.model_dump()).stats()
     except (OutboxError, Exception) as exc:  # noqa: BLE001 - report any unreadable file plainly
         print(f"cannot read outbox {cfg.outbox.path}: {exc}", file=sys.stderr)
         return 1
