@@ -130,6 +130,7 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE messages ADD COLUMN share TEXT NOT NULL DEFAULT '';
     ALTER TABLE messages ADD COLUMN parked TEXT;
+    CREATE INDEX messages_parked ON messages (seq) WHERE parked IS NOT NULL;
     CREATE TABLE share_totals (share TEXT PRIMARY KEY, bytes INTEGER NOT NULL) WITHOUT ROWID;
     CREATE TRIGGER messages_share_add AFTER INSERT ON messages
         BEGIN INSERT INTO share_totals (share, bytes) VALUES (NEW.share, length(NEW.payload))

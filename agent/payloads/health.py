@@ -49,6 +49,8 @@ class HealthSample(Envelope):
                                                     "life, count.")
     outbox_dropped_total: Count = Field(description="Undelivered status/health/equipment samples dropped: replaced "
                                                     "by a newer one (coalesced) or expired, count.")
+    outbox_parked: Count = Field(0, description="Messages parked now: refused by the broker or larger than its Maximum "
+                                                "Packet Size; kept until `xray-agent outbox retry`, count.")
     broker_connected: bool = Field(description="True while the MQTT connection is up.")
     broker_reconnects_total: Count = Field(description="Connections made after the first one since start, count.")
     broker_rejected_total: Count = Field(description="Publishes the broker answered with a failure code, count.")

@@ -22,3 +22,6 @@ class AgentStatus(Envelope):
         description="birth on connect, update on a condition change, shutdown on clean stop, lost from the last will.")
     outbox_full: bool = Field(False, description="True while exposure-class messages are being refused.")
     outbox_refused_total: int = Field(0, ge=0, description="Messages refused because the outbox was full, over the outbox file's life.")
+    outbox_parked: int = Field(0, ge=0, description="Messages parked now: refused by the broker (MQTT 5 PUBACK >= 0x80) "
+                                                    "or larger than its Maximum Packet Size; kept in the outbox until "
+                                                    "`xray-agent outbox retry`.")

@@ -1,0 +1,115 @@
+"""The delivery pump: hands outbox rows to one connection, oldest first, and removes each on its PUBACK.
+
+paho keeps at most max_inflight unacknowledged on the wire and queues the rest, sending the next one from its own
+thread the moment a PUBACK arrives; handing it a few windows' worth keeps the link busy between the pump's wake-ups,
+and waking only when a quarter of that is acknowledged keeps the wake-ups few. A row the broker will not take is
+parked (agent.publish.parking) and the rows behind it keep flowing. After a reconnect every row not yet acknowledged
+is sent again from the oldest, so per-topic order holds and any duplicate repeats its msg_id.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.properties import Properties
+
+from agent.outbox import Outbox, StoredMessage
+from agent.publish.parking import ParkLog, refused_reason, too_large
+from agent.publish.session import Connection
+from agent.publish.state import PublisherState
+
+PAHO_QUEUE_WINDOWS = 4
+RETRY_LOOK_S = 0.5  # how often the pump looks whether parked rows were put back (possibly by another process)
+
+
+class DeliveryPump:
+    """Moves rows from the outbox to a connection; one feeder thread calls it."""
+
+    def __init__(self, outbox: Outbox, state: PublisherState, max_inflight: int,
+                 properties: Callable[[str], Properties | None]) -> None:
+        """properties: msg_id -> the PUBLISH properties (None for MQTT 3.1.1)."""
+        self.outbox, self.state, self.properties = outbox, state, properties
+        self.window = max_inflight * PAHO_QUEUE_WINDOWS
+        self.park_log = ParkLog()
+        self._retry_look_at = 0.0
+
+    def begin(self, conn: Connection) -> None:
+        """Start a connection from the oldest undelivered row, once the previous connection's acks are committed."""
+        self.outbox.ack((), wait=True)
+        conn.refill_at = max(1, self.window // 4)
+        conn.retried_seen = self.outbox.retried_total
+
+    def feed(self, conn: Connection) -> None:
+        """Publish the next batch of rows, or wait briefly for rows or PUBACKs."""
+        self._look_for_retries(conn)
+        room = self.window - len(conn.inflight)
+        rows = self.outbox.fetch_after(conn.cursor, room) if room >= conn.refill_at or not conn.inflight else []
+        for row in rows:
+            self.publish_row(conn, row)
+        if not rows:
+            # New rows in this process and batches of PUBACKs set `changed`; the timeouts catch the last few
+            # PUBACKs of a burst and rows written by other processes.
+            self.outbox.changed.wait(0.01 if conn.inflight else 0.25)
+
+    def _look_for_retries(self, conn: Connection) -> None:
+        """Parked rows put back (`outbox retry`) sit behind the cursor: go back to the oldest row, skipping those
+        still in flight."""
+        now = time.monotonic()
+        if now - self._retry_look_at < RETRY_LOOK_S:
+            return
+        self._retry_look_at = now
+        retried = self.outbox.retried_total
+        if retried == conn.retried_seen:
+            return
+        conn.retried_seen = retried
+        self.collect_acks(conn)
+        self.outbox.ack((), wait=True)  # acknowledged rows are gone before the cursor goes back
+        conn.skip = {row.seq for row in conn.inflight.values()}
+        conn.cursor = 0
+
+    def publish_row(self, conn: Connection, row: StoredMessage) -> None:
+        """Hand one row to paho, or park it when it is larger than the broker accepts."""
+        conn.cursor = row.seq
+        if conn.skip:
+            if row.seq in conn.skip:
+                conn.skip.discard(row.seq)
+                return
+        properties = self.properties(row.msg_id)
+        size = too_large(row.topic, row.payload, properties, conn.max_packet_bytes)
+        if size is not None:
+            self.park(row, f"{size} bytes as a PUBLISH packet, larger than the broker's Maximum Packet Size "
+                           f"({conn.max_packet_bytes} bytes)")
+            return
+        info = conn.client.publish(row.topic, row.payload, qos=1, retain=row.retain, properties=properties)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            conn.lost.set()  # paho could not queue it (connection gone); the row stays and is sent next time
+            return
+        conn.inflight[info.mid] = row
+        self.state.published_total += 1
+
+    def park(self, row: StoredMessage, reason: str) -> None:
+        """Take a row out of the delivery order, counted and logged (rate-limited per topic)."""
+        self.outbox.park([(row.seq, reason)])
+        self.state.parked_total += 1
+        self.park_log.parked(row.topic, row.msg_id, reason)
+
+    def collect_acks(self, conn: Connection) -> None:
+        """Remove acknowledged rows from the outbox; park the ones the broker refused."""
+        acks = []
+        while conn.acked:
+            mid, value, name = conn.acked.popleft()
+            row = conn.inflight.pop(mid, None)
+            if row is None:
+                continue  # the birth/offline status, published outside the outbox
+            refused = refused_reason(value, name)
+            if refused is None:
+                acks.append((row.seq, row.msg_id, not row.coalesce))
+            else:
+                self.state.rejected_total += 1
+                self.park(row, refused)
+        if acks:
+            self.state.acked_total += len(acks)
+            self.state.last_puback_at = time.time()
+            self.outbox.ack(acks)
