@@ -257,6 +257,9 @@ class Publisher:
                 self._status_dirty.clear()
                 self._publish_status(conn, "update")
             self.pump.feed(conn)
+        # PUBACKs that arrived before the connection ended still count: a refusal (mosquitto closes the connection
+        # right after a 0x87 PUBACK) must park its message, and an acknowledged row must not be sent again.
+        self.pump.collect_acks(conn)
 
     def _shutdown(self, conn: Connection) -> None:
         """Announce a clean stop, then give outstanding PUBACKs a moment to arrive."""

@@ -21,6 +21,10 @@ from paho.mqtt.properties import Properties
 log = logging.getLogger(__name__)
 
 QUIET_S = 60.0  # after a topic's first parked message, further ones on that topic are summed up this often
+# PUBACK reason codes that refuse the topic rather than the message (MQTT 5.0 table 3.4): every later message on it would
+# be refused too, so they are parked without being sent. mosquitto 2.0 also closes the connection after a 0x87 PUBACK;
+# sending the topic's next message would cost a reconnect each.
+TOPIC_REFUSALS = {0x87: "Not authorized", 0x90: "Topic Name invalid"}
 
 
 def _varint_len(value: int) -> int:
@@ -44,6 +48,11 @@ def too_large(topic: str, payload: bytes, properties: Properties | None, max_byt
         return None
     size = publish_packet_bytes(topic, payload, properties)
     return size if size > max_bytes else None
+
+
+def topic_refused(reason_value: int) -> bool:
+    """True when a PUBACK reason code refuses every message of the topic (an ACL), not just this one."""
+    return reason_value in TOPIC_REFUSALS
 
 
 def refused_reason(reason_value: int, reason_name: str) -> str | None:

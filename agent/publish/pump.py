@@ -16,7 +16,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 
 from agent.outbox import Outbox, StoredMessage
-from agent.publish.parking import ParkLog, refused_reason, too_large
+from agent.publish.parking import ParkLog, refused_reason, too_large, topic_refused
 from agent.publish.session import Connection
 from agent.publish.state import PublisherState
 
@@ -33,6 +33,8 @@ class DeliveryPump:
         self.outbox, self.state, self.properties = outbox, state, properties
         self.window = max_inflight * PAHO_QUEUE_WINDOWS
         self.park_log = ParkLog()
+        # topic -> why: topics the broker refused (an ACL); their messages are parked without being sent until a retry
+        self.refused_topics: dict[str, str] = {}
         self._retry_look_at = 0.0
 
     def begin(self, conn: Connection) -> None:
@@ -64,6 +66,7 @@ class DeliveryPump:
         if retried == conn.retried_seen:
             return
         conn.retried_seen = retried
+        self.refused_topics.clear()  # the broker may have been fixed: try each topic again
         self.collect_acks(conn)
         self.outbox.ack((), wait=True)  # acknowledged rows are gone before the cursor goes back
         conn.skip = {row.seq for row in conn.inflight.values()}
@@ -76,6 +79,10 @@ class DeliveryPump:
             if row.seq in conn.skip:
                 conn.skip.discard(row.seq)
                 return
+        refused = self.refused_topics.get(row.topic)
+        if refused is not None:
+            self.park(row, f"{refused}; not sent: the broker refused this topic")
+            return
         properties = self.properties(row.msg_id)
         size = too_large(row.topic, row.payload, properties, conn.max_packet_bytes)
         if size is not None:
@@ -109,6 +116,8 @@ class DeliveryPump:
             else:
                 self.state.rejected_total += 1
                 self.park(row, refused)
+                if topic_refused(value):
+                    self.refused_topics[row.topic] = refused
         if acks:
             self.state.acked_total += len(acks)
             self.state.last_puback_at = time.time()
