@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Callable
 
 import paho.mqtt.client as mqtt
@@ -29,7 +30,7 @@ from agent.publish import session
 from agent.publish.backoff import Backoff
 from agent.publish.pump import DeliveryPump
 from agent.publish.session import (SESSION_TAKEN_OVER, ConnectFailed, Connection, client_id_clash,
-                                   describe_connect_error, describe_disconnect)
+                                   describe_connect_error, describe_disconnect, rival_boot_id)
 from agent.publish.state import PublisherState
 from agent.topics import Topics
 
@@ -61,6 +62,10 @@ class Publisher:
         self._published_full: tuple | None = None  # (outbox_full, parked) as last published in the status
         self._wake = threading.Event()  # ends a reconnect backoff early (stop, or a flush-outbox command)
         self._subscriptions: dict[str, tuple[Callable[[mqtt.MQTTMessage], None], bool]] = {}
+        # Our own status topic: another agent run's status there means a second agent or a cloned configuration.
+        self._started_at = datetime.now(timezone.utc)
+        self._rival_seen_at: float | None = None  # monotonic
+        self._subscriptions[self.topics.topic("status")] = (self._on_own_status, False)
         self._connect_hooks: list[Callable[[], None]] = []
         self._conn: Connection | None = None  # the live connection, for replies published outside the outbox
         # True once a session takeover (another client with our client id) has had its ERROR line; until a connection
@@ -144,8 +149,9 @@ class Publisher:
                 self._close(conn)
             if self._stop.is_set():
                 return
-            self.backoff.connection_ended(time.monotonic() - connected_at)
-            if not self.backoff.troubled:
+            lasted_s = time.monotonic() - connected_at
+            self.backoff.connection_ended(lasted_s)
+            if lasted_s >= self.backoff.healthy_s:
                 self._takeover_logged = False  # that connection was healthy: the next takeover gets its line again
             self._backoff_sleep(self.backoff.next_delay())
 
@@ -199,7 +205,7 @@ class Publisher:
                         properties=self._properties(will.msg_id, PacketTypes.WILLMESSAGE))
         conn = Connection(client)
         client.on_connect = lambda c, u, flags, rc, props: self._on_connect(conn, rc, props)
-        client.on_disconnect = lambda c, u, flags, rc, props: self._on_disconnect(conn, rc)
+        client.on_disconnect = lambda c, u, flags, rc, props: self._on_disconnect(conn, flags, rc)
         client.on_publish = lambda c, u, mid, rc, props: self._on_publish(conn, mid, rc)
         client.on_message = lambda c, u, msg: self._dispatch(msg)
         return conn
@@ -215,17 +221,39 @@ class Publisher:
             # replies must find the connection.
             self._conn = conn
 
-    def _on_disconnect(self, conn: Connection, reason_code) -> None:
+    def _on_own_status(self, msg: mqtt.MQTTMessage) -> None:
+        """A message on our status topic (paho's thread): note another agent run publishing as this room."""
+        rival = rival_boot_id(msg.payload, self.boot_id, self._started_at)
+        if rival is None:
+            return
+        self._rival_seen_at = time.monotonic()
+        self.state.last_error = client_id_clash(self.cfg.client_id)
+        if not self._takeover_logged:
+            self._takeover_logged = True
+            log.error("%s: another agent run (boot id %s) publishes this room's status on %s; the broker hands the "
+                      "session back and forth, and the agent backs off between connections", self.state.last_error,
+                      rival, msg.topic)
+
+    def _taken_over(self, flags, reason_code) -> bool:
+        """The session went to another client with our client id: DISCONNECT 0x8E, or (brokers that just close the
+        socket, mosquitto 2.0) a drop without DISCONNECT while another run of this room was seen lately."""
+        if reason_code.value == SESSION_TAKEN_OVER:
+            return True
+        recent = self._rival_seen_at is not None and time.monotonic() - self._rival_seen_at < self.backoff.healthy_s
+        return recent and not flags.is_disconnect_packet_from_server
+
+    def _on_disconnect(self, conn: Connection, flags, reason_code) -> None:
         conn.lost_reason = reason_code.value
         conn.lost.set()
         self.outbox.changed.set()
         if not conn.connack.is_set() or conn.connack_error or self._stop.is_set():
             return
         self._outage_started = time.monotonic()
-        words = describe_disconnect(self.cfg, reason_code)
+        taken_over = self._taken_over(flags, reason_code)
+        words = describe_disconnect(self.cfg, reason_code, taken_over)
         self.state.last_error = words
         quiet = False
-        if reason_code.value == SESSION_TAKEN_OVER:
+        if taken_over:
             self.state.takeovers += 1
             quiet, self._takeover_logged = self._takeover_logged, True
         log.log(logging.DEBUG if quiet else logging.ERROR, "lost connection to broker %s:%d (%s); buffering and "
@@ -241,9 +269,11 @@ class Publisher:
     def _pump(self, conn: Connection) -> None:
         """Publish from the outbox until the connection is lost or the agent stops."""
         self.pump.begin(conn)
-        self._publish_status(conn, "birth")
+        # Subscribe before the birth: the broker then hands over the status retained before ours, which is another
+        # agent run's when a second agent or a cloned configuration uses this room (and our client id).
         for topic_filter, (_, skip_retained) in self._subscriptions.items():
             conn.client.subscribe(topic_filter, **session.subscribe_options(self.cfg, skip_retained))
+        self._publish_status(conn, "birth")
         for hook in self._connect_hooks:
             hook()
         while not conn.lost.is_set():

@@ -41,11 +41,6 @@ class Backoff:
         if lasted_s >= self.healthy_s:
             self.attempt = 0
 
-    @property
-    def troubled(self) -> bool:
-        """True while connections keep failing or ending early (repeated log lines are then kept quiet)."""
-        return self.attempt > 0
-
     def max_attempts(self, window_s: float) -> int:
         """The most connection attempts the schedule allows within window_s from a fresh start (the first one at
         once): what a test of "connects per minute" compares against."""

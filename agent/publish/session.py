@@ -8,9 +8,11 @@ runs in paho's own thread with reconnect_on_failure off: the publisher's feeder 
 from __future__ import annotations
 
 import collections
+import json
 import ssl
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -82,11 +84,29 @@ def describe_refusal(cfg: Config, reason_code) -> tuple[str, bool]:
             f"(check mqtt.username/password_file and the broker's ACL)"), False
 
 
-def describe_disconnect(cfg: Config, reason_code) -> str:
-    """How a connection that was up ended."""
-    if reason_code.value == SESSION_TAKEN_OVER:
-        return f"session taken over (0x{SESSION_TAKEN_OVER:02X}): {client_id_clash(cfg.client_id)}"
+def describe_disconnect(cfg: Config, reason_code, taken_over: bool) -> str:
+    """How a connection that was up ended; taken_over: the session went to another client with our client id."""
+    if taken_over:
+        return f"session taken over: {client_id_clash(cfg.client_id)}"
     return f"connection lost: {reason_code}"
+
+
+def rival_boot_id(payload: bytes, own_boot_id: str, started_at: datetime) -> str | None:
+    """The boot id of another agent run publishing this room's status now, read from a message on our own status
+    topic; None for our own messages and for ones written before this run started (a previous run's last will).
+
+    Why: mosquitto 2.0 closes the old connection of a client id taken over without the DISCONNECT 0x8E of MQTT 5.0
+    section 3.1.4, so a dropped connection alone does not say who took it; the other agent's birth status (or its last
+    will, which the broker publishes when we take the session back) on our status topic does.
+    """
+    try:
+        status = json.loads(payload)
+        boot_id, ts = status["boot_id"], datetime.fromisoformat(status["ts"].replace("Z", "+00:00"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not isinstance(boot_id, str) or boot_id == own_boot_id or ts.tzinfo is None or ts < started_at:
+        return None
+    return boot_id
 
 
 def subscribe_options(cfg: Config, skip_retained: bool) -> dict:
