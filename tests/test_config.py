@@ -117,3 +117,19 @@ def test_open_dicom_listener_warns_and_bad_peer_network_is_named(folder):
     (folder / "agent.toml").write_text(GOOD.replace("[dicom]", '[dicom]\nallowed_peers = ["10.0.0.300"]'))
     result = check_config(folder / "agent.toml")
     assert result.returncode == 2 and "dicom.allowed_peers" in result.stderr and "10.0.0.300" in result.stderr
+
+
+def test_outbox_shares_adding_up_to_more_than_the_outbox_are_named(folder):
+    (folder / "agent.toml").write_text(GOOD + "\n[outbox.shares]\ndicom = 0.8\nreadings = 0.3\n")
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 2
+    assert "outbox.shares:" in result.stderr and "add up to 1.20" in result.stderr
+
+
+def test_check_config_says_what_mqtt_311_cannot_report(folder):
+    (folder / "agent.toml").write_text(GOOD.replace('username = "xr-03"', 'protocol = "3.1.1"\nusername = "xr-03"'))
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 0, result.stderr
+    assert "3.1.1 cannot tell the agent that the broker denied a publish" in result.stderr
+    (folder / "agent.toml").write_text(GOOD)
+    assert "3.1.1" not in check_config(folder / "agent.toml").stderr
