@@ -112,9 +112,12 @@ class OutboxShares(Section):
 
     @model_validator(mode="after")
     def _fit(self) -> "OutboxShares":
-        total = self.dicom + self.readings + self.qc + self.telemetry
+        parts = self.model_dump()
+        total = sum(parts.values())
         if total > 1.0 + 1e-9:
-            raise ValueError(f"the shares add up to {total:.2f}; they must add up to at most 1 (fractions of max_bytes)")
+            terms = " + ".join(f"{name} {value:g}" for name, value in parts.items())
+            raise ValueError(f"the shares add up to {total:.2f} ({terms}; unset ones take their defaults); they are "
+                             "fractions of max_bytes and must add up to at most 1")
         return self
 
 

@@ -123,7 +123,7 @@ def test_outbox_shares_adding_up_to_more_than_the_outbox_are_named(folder):
     (folder / "agent.toml").write_text(GOOD + "\n[outbox.shares]\ndicom = 0.8\nreadings = 0.3\n")
     result = check_config(folder / "agent.toml")
     assert result.returncode == 2
-    assert "outbox.shares:" in result.stderr and "add up to 1.20" in result.stderr
+    assert "outbox.shares:" in result.stderr and "add up to 1.30 (dicom 0.8 + readings 0.3 + qc 0.15" in result.stderr
 
 
 def test_check_config_says_what_mqtt_311_cannot_report(folder):
