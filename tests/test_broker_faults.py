@@ -18,6 +18,7 @@ from agent.outbox import OutMessage, Outbox
 from agent.publish.backoff import Backoff
 from agent.publish.parking import publish_packet_bytes
 from agent.publisher import publish_properties
+from tests.mqtt_requester import Requester
 from tests.realparts import REPO, Mosquitto, Subscriber, wait_for
 
 pytestmark = pytest.mark.integration
@@ -79,7 +80,8 @@ def first_ids(sub: Subscriber, kind: str) -> list[str]:
 
 
 def delivered(sub: Subscriber) -> set[str]:
-    return {m.json()["msg_id"] for m in sub.snapshot() if not m.topic.startswith(f"{BASE}/status")}
+    return {m.json()["msg_id"] for m in sub.snapshot()
+            if not m.topic.startswith(f"{BASE}/status") and not m.topic.endswith("/cmd")}
 
 
 def status(sub: Subscriber) -> dict:
@@ -222,9 +224,45 @@ def test_message_larger_than_the_brokers_max_packet_size_is_parked_and_the_rest_
         broker._write_conf()
         broker.start()
         wait_for(lambda: broker.connects(CLIENT_ID) >= 2, 30, "the agent back on the broker")
-        assert cli("outbox", "retry", config=config).returncode == 0
+        requester = Requester(broker.port, BASE).start()  # this time the remote command
+        reply = wait_for(lambda: requester.request("retry-parked"), 15, "a retry-parked reply")
+        requester.stop()
+        assert reply["ok"] and reply["result"]["released"] == 2, reply
         wait_for(lambda: delivered(sub) >= set(ids), 30, "the oversized messages after the broker was fixed")
         assert agent.terminate() == 0
         sub.stop()
+    finally:
+        broker.kill()
+
+
+def test_retained_equipment_states_are_back_at_once_after_a_broker_lost_them(tmp_path, agent_factory):
+    """A broker restarted without its persistence file has lost every retained message: the agent re-publishes its
+    status and equipment states on the reconnect, not at the next periodic sample (60 s)."""
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        agent = agent_factory(broker.port, **FAST_RECONNECT)
+        wait_for(lambda: "connected to broker" in agent.log(), 15, "agent connected")
+        first = Subscriber(broker.port).start()
+        wait_for(lambda: first.snapshot("/equipment/dicom-listener"), 15, "the listener state")
+        first.stop()
+        broker.kill()
+        for stored in (tmp_path / "broker").glob("mosquitto.db*"):
+            stored.unlink()  # the restart has no memory
+        broker.start()
+        restarted = time.monotonic()
+        states = {"dicom-listener", "broker-link"}
+
+        def retained_states() -> bool:
+            probe = Subscriber(broker.port).start()  # a fresh subscriber sees only what the broker retains
+            time.sleep(0.3)
+            seen = {m.topic.rsplit("/", 1)[-1] for m in probe.snapshot() if m.retain}
+            online = [m.json()["online"] for m in probe.snapshot("/status") if m.retain]
+            probe.stop()
+            return states <= seen and online == [True]
+
+        wait_for(retained_states, 15, "retained listener and broker-link states and the online status", interval=0.2)
+        print(f"retained equipment states back {time.monotonic() - restarted:.1f} s after the broker restart")
+        assert time.monotonic() - restarted < 10
+        assert agent.terminate() == 0
     finally:
         broker.kill()
