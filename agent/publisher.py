@@ -243,7 +243,6 @@ class Publisher:
         return recent and not flags.is_disconnect_packet_from_server
 
     def _on_disconnect(self, conn: Connection, flags, reason_code) -> None:
-        conn.lost_reason = reason_code.value
         conn.lost.set()
         self.outbox.changed.set()
         if not conn.connack.is_set() or conn.connack_error or self._stop.is_set():

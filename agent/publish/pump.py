@@ -100,6 +100,7 @@ class DeliveryPump:
         """Take a row out of the delivery order, counted and logged (rate-limited per topic)."""
         self.outbox.park([(row.seq, reason)])
         self.state.parked_total += 1
+        self.state.last_error = f"message parked on {row.topic}: {reason}"
         self.park_log.parked(row.topic, row.msg_id, reason)
 
     def collect_acks(self, conn: Connection) -> None:

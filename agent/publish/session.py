@@ -44,7 +44,6 @@ class Connection:
     max_packet_bytes: int | None = None  # the broker's Maximum Packet Size (MQTT 5 CONNACK property 0x27)
     connected_at: float = 0.0  # monotonic, once CONNACK accepted the connection
     lost: threading.Event = field(default_factory=threading.Event)
-    lost_reason: int | None = None  # reason code of the DISCONNECT or of paho's own error
     acked: collections.deque = field(default_factory=collections.deque)  # (mid, reason value, reason name)
     inflight: dict[int, StoredMessage] = field(default_factory=dict)
     cursor: int = 0
