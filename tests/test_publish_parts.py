@@ -70,3 +70,21 @@ def test_rival_is_another_boot_id_written_after_this_run_started():
     assert rival_boot_id(f'{{"boot_id": "old-run", "ts": "{earlier}"}}'.encode(), "mine", started) is None
     for junk in (b"", b"not json", b"[]", b'{"boot_id": 1, "ts": "x"}', b'{"ts": "2020-01-01T00:00:00"}'):
         assert rival_boot_id(junk, "mine", started) is None
+
+
+def test_refused_client_id_and_session_takeover_name_the_likely_cause():
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from agent.config import Config
+    from agent.publish.session import describe_disconnect, describe_refusal
+
+    cfg = Config.model_validate({"site": {"id": "s", "room": "r", "secret_key_file": "/k"}})
+    words, clash = describe_refusal(cfg, ReasonCode(PacketTypes.CONNACK, identifier=0x85))
+    assert clash and "another process uses client id xray-agent-s-r: a second agent or a cloned configuration" in words
+    words, clash = describe_refusal(cfg, ReasonCode(PacketTypes.CONNACK, identifier=0x86))
+    assert not clash and "check mqtt.username/password_file" in words
+    lost = ReasonCode(PacketTypes.DISCONNECT, identifier=0x8E)
+    assert describe_disconnect(cfg, lost, taken_over=True).startswith("session taken over: another process uses")
+    assert describe_disconnect(cfg, ReasonCode(PacketTypes.DISCONNECT, identifier=0x80), False).startswith(
+        "connection lost")
