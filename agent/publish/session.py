@@ -77,8 +77,9 @@ def client_id_clash(client_id: str) -> str:
 def describe_refusal(cfg: Config, reason_code) -> tuple[str, bool]:
     """(sentence, client id refused) for a CONNACK with a failure reason code."""
     if reason_code.value == CLIENT_ID_NOT_VALID:
-        return (f"broker {cfg.mqtt.host}:{cfg.mqtt.port} refused client id {cfg.client_id} ({reason_code}, "
-                f"0x{reason_code.value:02X}); {client_id_clash(cfg.client_id)}, or the broker restricts client ids"), True
+        words = (f"broker {cfg.mqtt.host}:{cfg.mqtt.port} refused client id {cfg.client_id} ({reason_code}, "
+                 f"0x{reason_code.value:02X}); {client_id_clash(cfg.client_id)}, or the broker restricts client ids")
+        return words, True
     return (f"broker {cfg.mqtt.host}:{cfg.mqtt.port} refused the connection: {reason_code} "
             f"(check mqtt.username/password_file and the broker's ACL)"), False
 
