@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 QUIET_S = 60.0  # after a topic's first parked message, further ones on that topic are summed up this often
 # PUBACK reason codes that refuse the topic rather than the message (MQTT 5.0 table 3.4): every later message on it
-# would be refused too, so they are parked without being sent. mosquitto 2.0 also closes the connection after a 0x87 PUBACK;
-# sending the topic's next message would cost a reconnect each.
+# would be refused too, so they are parked without being sent. mosquitto 2.0 also closes the connection after a 0x87
+# PUBACK: sending the topic's next message would cost a reconnect each.
 TOPIC_REFUSALS = {0x87: "Not authorized", 0x90: "Topic Name invalid"}
 
 
