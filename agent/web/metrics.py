@@ -91,7 +91,8 @@ class AgentCollector(Collector):
                      stats.oldest_age_s or 0.0)
         yield _gauge("xray_outbox_bytes", "Payload bytes held.", stats.bytes_used)
         yield _gauge("xray_outbox_max_bytes", "outbox.max_bytes.", stats.max_bytes)
-        yield _gauge("xray_outbox_refusing", "1 while messages of an intake class are refused (its share or the outbox full).",
+        yield _gauge("xray_outbox_refusing",
+                     "1 while messages of an intake class are refused (its share or the outbox full).",
                      float(bool(c.get("refusing"))))
         yield _counter("xray_outbox_refused", "Messages refused for lack of room (outbox file's life).",
                        c.get("refused", 0))
