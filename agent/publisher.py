@@ -151,6 +151,7 @@ class Publisher:
                 return
             lasted_s = time.monotonic() - connected_at
             self.backoff.connection_ended(lasted_s)
+            self.pump.connection_ended(conn, healthy=lasted_s >= self.backoff.healthy_s)
             if lasted_s >= self.backoff.healthy_s:
                 self._takeover_logged = False  # that connection was healthy: the next takeover gets its line again
             self._backoff_sleep(self.backoff.next_delay())

@@ -49,6 +49,7 @@ class Connection:
     cursor: int = 0
     refill_at: int = 1
     skip: set[int] = field(default_factory=set)  # seqs already in flight when the cursor went back (a retry)
+    probing: bool = False  # one row at a time, to find a message the broker closes the connection on
     retried_seen: int = 0  # the outbox's `retried` counter as last acted on
 
 
