@@ -13,9 +13,10 @@ from agent.qc.cli import add_qc_commands
 
 DEFAULT_CONFIG = Path("/etc/xray-agent/agent.toml")
 EXIT_CONFIG = 2  # a config the agent cannot use: fix the file, do not restart in a loop (systemd RestartPreventExitStatus)
-MQTT311_NOTE = ("mqtt.protocol = 3.1.1 cannot tell the agent that the broker denied a publish (an ACL refusal is "
-                "acknowledged and dropped; only MQTT 5 answers with a reason code), nor announce the broker's maximum "
-                "packet size: such messages are lost or break the connection instead of being parked. Use "
+MQTT311_NOTE = ("mqtt.protocol = 3.1.1 cannot tell the agent that the broker denied a publish: an ACL refusal is "
+                "acknowledged and dropped, so those messages are lost (only MQTT 5 answers with a reason code and "
+                "the agent parks the message); nor does it announce the broker's maximum packet size: a message too "
+                "large is found only by the broker closing the connection on it (parked after two tries). Use "
                 "protocol = \"5\" where the broker supports it.")
 
 
