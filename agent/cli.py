@@ -16,6 +16,11 @@ DEFAULT_CONFIG = Path("/etc/xray-agent/agent.toml")
 PRIVATE_UMASK = 0o077  # the running agent's files: its user only
 EXIT_CONFIG = 2  # a config the agent cannot use: fix the file, do not restart in a loop (systemd RestartPreventExitStatus)
 EXIT_RUNNING = 1  # another agent already runs on this outbox
+MQTT311_NOTE = ("mqtt.protocol = 3.1.1 cannot tell the agent that the broker denied a publish: an ACL refusal is "
+                "acknowledged and dropped, so those messages are lost (only MQTT 5 answers with a reason code and "
+                "the agent parks the message); nor does it announce the broker's maximum packet size: a message too "
+                "large is found only by the broker closing the connection on it (parked after two tries). Use "
+                "protocol = \"5\" where the broker supports it.")
 
 
 def _load_or_exit(path: Path) -> Config:
@@ -38,6 +43,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"error: {line}", file=sys.stderr)
     if errors:
         return EXIT_CONFIG
+    if cfg.mqtt.protocol == "3.1.1":
+        print(f"note: {MQTT311_NOTE}", file=sys.stderr)
     print(f"{args.config}: OK (site {cfg.site.id}, room {cfg.site.room}, broker {cfg.mqtt.url}, "
           f"outbox {cfg.outbox.path}, config hash {cfg.config_hash})")
     return 0
@@ -82,22 +89,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_outbox_stats(args: argparse.Namespace) -> int:
-    from agent.outbox import Outbox, OutboxError
+def _open_outbox(cfg: Config):
+    from agent.outbox import Outbox
 
-    cfg = _load_or_exit(args.config)
     if not cfg.outbox.path.exists():
         print(f"no outbox at {cfg.outbox.path} yet (the agent creates it on first start)", file=sys.stderr)
+        return None
+    return Outbox(cfg.outbox.path, max_bytes=cfg.outbox.max_bytes, shares=cfg.outbox.shares.model_dump())
+
+
+def cmd_outbox_stats(args: argparse.Namespace) -> int:
+    cfg = _load_or_exit(args.config)
+    box = _open_outbox(cfg)
+    if box is None:
         return 1
     try:
-        stats = Outbox(cfg.outbox.path, max_bytes=cfg.outbox.max_bytes).stats()
-    except (OutboxError, Exception) as exc:  # noqa: BLE001 - report any unreadable file plainly
+        stats, parked = box.stats(), box.parked_messages()
+    except Exception as exc:  # noqa: BLE001 - report any unreadable file plainly
         print(f"cannot read outbox {cfg.outbox.path}: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps({"depth_by_topic": stats.depth_by_topic, "depth": sum(stats.depth_by_topic.values()),
                           "oldest_age_s": stats.oldest_age_s, "bytes_used": stats.bytes_used,
-                          "max_bytes": stats.max_bytes, "counters": stats.counters}))
+                          "max_bytes": stats.max_bytes, "counters": stats.counters, "parked": stats.parked_now,
+                          "parked_messages": [p._asdict() for p in parked], "share_bytes": stats.share_bytes,
+                          "share_max_bytes": stats.share_max_bytes}))
         return 0
     print(f"outbox {cfg.outbox.path}")
     print(f"  undelivered: {sum(stats.depth_by_topic.values())} messages, {stats.bytes_used} of {stats.max_bytes} "
@@ -106,10 +122,39 @@ def cmd_outbox_stats(args: argparse.Namespace) -> int:
     print(f"  oldest undelivered: {age}")
     for topic, depth in stats.depth_by_topic.items():
         print(f"  {depth:>8}  {topic}")
+    for name, bound in stats.share_max_bytes.items():
+        print(f"  share {name}: {stats.share_bytes.get(name, 0)} of {bound} bytes")
     for name, value in sorted(stats.counters.items()):
         print(f"  {name}: {value}")
-    if stats.counters.get("refusing"):
-        print("  REFUSING exposure-class messages: the outbox is full; check the broker link (xray-agent doctor)")
+    refusing = sorted(n.removeprefix("refusing:") or "all" for n, v in stats.counters.items()
+                      if n.startswith("refusing:") and v)
+    if refusing:
+        print(f"  REFUSING {', '.join(refusing)} messages: no room left in their share of the outbox; check the broker "
+              "link (xray-agent doctor)")
+    if stats.parked_now:
+        print(f"  PARKED: {stats.parked_now} messages the broker would not take (oldest first):")
+        for p in parked:
+            print(f"    {p.msg_id}  {p.topic}  {p.size_bytes} bytes: {p.reason}")
+        print("  fix the broker (ACL, max_packet_size), then run: xray-agent outbox retry")
+    return 0
+
+
+def cmd_outbox_retry(args: argparse.Namespace) -> int:
+    """Put parked messages back into the delivery order; the running agent sends them within a second."""
+    cfg = _load_or_exit(args.config)
+    box = _open_outbox(cfg)
+    if box is None:
+        return 1
+    try:
+        box.start()
+        try:
+            released = box.retry_parked()
+        finally:
+            box.stop()
+    except Exception as exc:  # noqa: BLE001 - an unwritable file: say so plainly
+        print(f"cannot update outbox {cfg.outbox.path}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{released} parked message(s) put back into the delivery order")
     return 0
 
 
@@ -229,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_outbox_stats)
+    s = osub.add_parser("retry", help="send the parked messages (refused by the broker or too large) again")
+    s.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    s.set_defaults(func=cmd_outbox_retry)
 
     p = sub.add_parser("ingest", help="print the events the agent would publish for DICOM files (no broker needed)")
     p.add_argument("paths", type=Path, nargs="+", metavar="FILE_OR_FOLDER")

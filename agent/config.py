@@ -103,11 +103,32 @@ class MqttConfig(Section):
         return urlsplit(self.url).port or (8883 if self.tls else 1883)
 
 
+class OutboxShares(Section):
+    """Fraction of outbox.max_bytes each intake class may hold, so one class cannot starve another."""
+
+    dicom: float = Field(0.55, gt=0, le=1, description="Exposures, dose-summary, dose-alert and summary messages.")
+    readings: float = Field(0.25, gt=0, le=1, description="Serial meter readings (qc/reading).")
+    qc: float = Field(0.15, gt=0, le=1, description="QC session records (qc/session).")
+    telemetry: float = Field(0.05, gt=0, le=1, description="Status, health and equipment states (coalesced: one "
+                                                           "undelivered sample per topic, never refused).")
+
+    @model_validator(mode="after")
+    def _fit(self) -> "OutboxShares":
+        parts = self.model_dump()
+        total = sum(parts.values())
+        if total > 1.0 + 1e-9:
+            terms = " + ".join(f"{name} {value:g}" for name, value in parts.items())
+            raise ValueError(f"the shares add up to {total:.2f} ({terms}; unset ones take their defaults); they are "
+                             "fractions of max_bytes and must add up to at most 1")
+        return self
+
+
 class OutboxConfig(Section):
     path: Path = Field(Path("/var/lib/xray-agent/outbox.db"), description="SQLite file of the durable outbox.")
     max_bytes: int = Field(256 * MIB, ge=MIB, description="Payload bytes held before exposure-class enqueues are refused.")
     telemetry_max_age_s: float = Field(86400, gt=0, description="Undelivered status/health samples older than this expire.")
     dedupe_days: float = Field(30, gt=0, description="How long delivered msg_ids are remembered to drop re-sends.")
+    shares: OutboxShares = OutboxShares()
 
 
 class FolderIntakeConfig(Section):

@@ -49,7 +49,8 @@ def build_agent(cfg: Config) -> Agent:
     """Create every service in start order: outbox first (others write to it), publisher, then intakes."""
     secret = load_secret(cfg.site.secret_key_file)
     o = cfg.outbox
-    outbox = Outbox(o.path, max_bytes=o.max_bytes, telemetry_max_age_s=o.telemetry_max_age_s, dedupe_days=o.dedupe_days)
+    outbox = Outbox(o.path, max_bytes=o.max_bytes, telemetry_max_age_s=o.telemetry_max_age_s, dedupe_days=o.dedupe_days,
+                    shares=o.shares.model_dump())
     publisher = Publisher(cfg, outbox)
     sink = Sink(outbox, Topics(cfg.mqtt.topic_prefix, cfg.site.id, cfg.site.room))
     supervisor = Supervisor()

@@ -4,7 +4,14 @@ One writer thread owns the only write connection and commits with group commit: 
 commit is in progress are written together in the next transaction (one fsync), and each caller returns only after the
 transaction holding its rows committed with synchronous=FULL. Readers (the publisher, `outbox stats`) use their own
 connections; WAL lets them read while the writer writes. Other processes may open the same file (the demo generator,
-`xray-agent` tools); SQLite's locking serialises them and the byte total is kept by triggers so it stays exact.
+`xray-agent` tools); SQLite's locking serialises them and the byte totals are kept by triggers so they stay exact.
+
+Fair shares: each message belongs to an intake class (its `share`: dicom, readings, qc, telemetry) and each class may
+hold at most its configured fraction of max_bytes, so one class filling up (a meter sending frames during a broker
+outage) never refuses another (DICOM).
+
+Parking: a message the broker refuses (MQTT 5 PUBACK reason code >= 0x80) or that is larger than the broker accepts is
+parked: it stays in the file with the reason, out of the delivery order, until `retry_parked()` releases it.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ class OutMessage:
     payload: bytes
     retain: bool = False
     coalesce: bool = False  # keep only the newest undelivered message of this topic (status/health samples)
+    share: str = ""  # intake class whose share of max_bytes it uses; "" for the whole outbox only
 
 
 class StoredMessage(NamedTuple):
@@ -67,6 +75,20 @@ class OutboxStats:
     bytes_used: int
     max_bytes: int
     counters: dict[str, int]
+    parked_now: int = 0  # messages out of the delivery order until retried (counters["parked"]: over the file's life)
+    share_bytes: dict[str, int] = field(default_factory=dict)  # bytes held per intake class
+    share_max_bytes: dict[str, int] = field(default_factory=dict)  # each class's share of max_bytes
+
+
+class ParkedMessage(NamedTuple):
+    """A message the broker would not take, as `outbox stats` lists it."""
+
+    seq: int
+    msg_id: str
+    topic: str
+    size_bytes: int
+    reason: str
+    created_at: float
 
 
 @dataclass
@@ -74,6 +96,9 @@ class _Op:
     messages: tuple[OutMessage, ...] = ()
     acks: tuple[tuple[int, str, bool], ...] = ()  # (seq, msg_id, remember msg_id for dedupe)
     maintain: bool = False
+    park: tuple[tuple[int, str], ...] = ()  # (seq, reason)
+    unpark: bool = False
+    released: int = 0
     done: threading.Event = field(default_factory=threading.Event)
     inserted: list[bool] = field(default_factory=list)
     error: Exception | None = None
@@ -103,6 +128,19 @@ MIGRATIONS: list[str] = [
         BEGIN UPDATE totals SET bytes = bytes + length(NEW.payload) WHERE id = 1; END;
     CREATE TRIGGER messages_del AFTER DELETE ON messages
         BEGIN UPDATE totals SET bytes = bytes - length(OLD.payload) WHERE id = 1; END;
+    """,
+    """
+    ALTER TABLE messages ADD COLUMN share TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN parked TEXT;
+    CREATE INDEX messages_parked ON messages (seq) WHERE parked IS NOT NULL;
+    CREATE TABLE share_totals (share TEXT PRIMARY KEY, bytes INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TRIGGER messages_share_add AFTER INSERT ON messages
+        BEGIN INSERT INTO share_totals (share, bytes) VALUES (NEW.share, length(NEW.payload))
+              ON CONFLICT (share) DO UPDATE SET bytes = bytes + excluded.bytes; END;
+    CREATE TRIGGER messages_share_del AFTER DELETE ON messages
+        BEGIN UPDATE share_totals SET bytes = bytes - length(OLD.payload) WHERE share = OLD.share; END;
+    INSERT INTO share_totals (share, bytes) SELECT share, sum(length(payload)) FROM messages GROUP BY share;
+    INSERT OR REPLACE INTO counters (name, value) SELECT 'refusing:', value FROM counters WHERE name = 'refusing';
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -154,9 +192,13 @@ class Outbox:
     """Durable FIFO of outgoing messages with idempotent enqueue, coalescing and a size bound."""
 
     def __init__(self, path: Path, *, max_bytes: int, telemetry_max_age_s: float = 86400,
-                 dedupe_days: float = 30, clock: Callable[[], float] = time.time):
+                 dedupe_days: float = 30, shares: dict[str, float] | None = None,
+                 clock: Callable[[], float] = time.time):
+        """shares: fraction of max_bytes each intake class may hold (e.g. {"dicom": 0.55, "readings": 0.25}); a
+        message of a class not listed is bounded by max_bytes alone."""
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self.share_max_bytes = {name: int(fraction * max_bytes) for name, fraction in (shares or {}).items()}
         self.telemetry_max_age_s = telemetry_max_age_s
         self.dedupe_s = dedupe_days * 86400
         self._clock = clock
@@ -208,6 +250,19 @@ class Outbox:
         elif self.alive():
             self._ops.put(op)
 
+    def park(self, parked: Iterable[tuple[int, str]]) -> None:
+        """Take messages out of the delivery order by (seq, reason); they stay stored until retried (no wait)."""
+        op = _Op(park=tuple(parked))
+        if op.park and self.alive():
+            self._ops.put(op)
+
+    def retry_parked(self, timeout: float = 30.0) -> int:
+        """Put every parked message back into the delivery order; returns how many. Works from another process
+        too: the publisher sees the `retried` counter move and sends them."""
+        op = _Op(unpark=True)
+        self._submit(op, timeout)
+        return op.released
+
     def maintain(self) -> None:
         """Expire stale telemetry and forget old delivered ids (the supervisor calls this now and then)."""
         self._submit(_Op(maintain=True), 30.0)
@@ -253,8 +308,7 @@ class Outbox:
             for op in batch:
                 used, op_added = self._apply(conn, op, used, now)
                 added |= op_added
-            if used < self.max_bytes * REFUSING_CLEARS_BELOW and _set_flag(conn, "refusing", 0):
-                log.warning("outbox has room again (%d of %d bytes used); intake accepted", used, self.max_bytes)
+            self._clear_refusing(conn, used)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(conn)
@@ -267,8 +321,48 @@ class Outbox:
         if added:
             self.changed.set()
 
+    def _clear_refusing(self, conn: sqlite3.Connection, used: int) -> None:
+        """Accept a refused class again once it (and the whole outbox) is below 90% of its bound (hysteresis)."""
+        flags = [name for (name,) in conn.execute(
+            "SELECT name FROM counters WHERE name LIKE 'refusing:%' AND value = 1").fetchall()]
+        for name in flags:
+            share = name.removeprefix("refusing:")
+            held, bound = self._share_used(conn, share), self.share_max_bytes.get(share, self.max_bytes)
+            if held < bound * REFUSING_CLEARS_BELOW and used < self.max_bytes * REFUSING_CLEARS_BELOW:
+                _set_flag(conn, name, 0)
+                log.warning("outbox has room again for %s messages (%d of %d bytes of its share, %d of %d in all); "
+                            "intake accepted", share or "all", held, bound, used, self.max_bytes)
+        if flags:
+            still = conn.execute("SELECT 1 FROM counters WHERE name LIKE 'refusing:%' AND value = 1").fetchone()
+            _set_flag(conn, "refusing", int(still is not None))
+
+    @staticmethod
+    def _share_used(conn: sqlite3.Connection, share: str) -> int:
+        row = conn.execute("SELECT bytes FROM share_totals WHERE share = ?", (share,)).fetchone()
+        return row[0] if row else 0
+
+    def _no_room(self, conn: sqlite3.Connection, msg: OutMessage, used: int) -> str:
+        """Why msg does not fit ("" when it does): the whole outbox or its class's share is full."""
+        if used + len(msg.payload) > self.max_bytes:
+            return f"outbox full ({used} of {self.max_bytes} bytes)"
+        bound = self.share_max_bytes.get(msg.share)
+        if bound is not None:
+            held = self._share_used(conn, msg.share)
+            if held + len(msg.payload) > bound:
+                return f"the {msg.share} share of the outbox is full ({held} of {bound} bytes)"
+        return ""
+
     def _apply(self, conn: sqlite3.Connection, op: _Op, used: int, now: float) -> tuple[int, bool]:
         """Apply one op inside the open transaction; returns the new byte total and whether anything was added."""
+        if op.park:
+            parked = sum(conn.execute("UPDATE messages SET parked = ? WHERE seq = ? AND parked IS NULL",
+                                      (reason, seq)).rowcount for seq, reason in op.park)
+            _bump(conn, "parked", parked)
+            return used, False
+        if op.unpark:
+            op.released = conn.execute("UPDATE messages SET parked = NULL WHERE parked IS NOT NULL").rowcount
+            _bump(conn, "retried", op.released)
+            return used, op.released > 0
         if op.acks:
             # One statement per table with the ids as a JSON array: a row-per-call executemany gives up and retakes the
             # GIL for every row, and behind a busy publisher thread each retake waits a switch interval.
@@ -284,11 +378,12 @@ class Outbox:
         conn.execute("SAVEPOINT op")
         inserted = []
         for msg in op.messages:
-            if not msg.coalesce and used + len(msg.payload) > self.max_bytes:
+            why = "" if msg.coalesce else self._no_room(conn, msg, used)
+            if why:
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
-                self._refuse(conn, msg)
-                op.error = OutboxFull(f"outbox full ({used} of {self.max_bytes} bytes); refused {msg.topic}")
+                self._refuse(conn, msg, why)
+                op.error = OutboxFull(f"{why}; refused {msg.topic}")
                 return conn.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()[0], False
             inserted.append(self._insert(conn, msg, now))
             used = conn.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()[0]
@@ -303,16 +398,19 @@ class Outbox:
             gone = conn.execute("DELETE FROM messages WHERE topic = ? AND coalesce = 1", (msg.topic,)).rowcount
             _bump(conn, "coalesced", gone)
         cur = conn.execute(
-            "INSERT OR IGNORE INTO messages (msg_id, topic, payload, retain, coalesce, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (msg.msg_id, msg.topic, msg.payload, int(msg.retain), int(msg.coalesce), now))
+            "INSERT OR IGNORE INTO messages (msg_id, topic, payload, retain, coalesce, created_at, share) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (msg.msg_id, msg.topic, msg.payload, int(msg.retain), int(msg.coalesce), now, msg.share))
         return cur.rowcount == 1
 
-    def _refuse(self, conn: sqlite3.Connection, msg: OutMessage) -> None:
+    def _refuse(self, conn: sqlite3.Connection, msg: OutMessage, why: str) -> None:
         _bump(conn, "refused", 1)
-        if _set_flag(conn, "refusing", 1):
-            log.error("outbox full (max_bytes %d): refusing %s messages until the broker drains it; "
-                      "intake answers 'out of resources' so senders retry", self.max_bytes, msg.topic)
+        if msg.share:
+            _bump(conn, f"refused:{msg.share}", 1)
+        _set_flag(conn, "refusing", 1)
+        if _set_flag(conn, f"refusing:{msg.share}", 1):
+            log.error("%s: refusing %s messages until the broker drains it; intake answers 'out of resources' so "
+                      "senders retry", why, msg.share or msg.topic)
 
     def _expire(self, conn: sqlite3.Connection, now: float) -> None:
         gone = conn.execute("DELETE FROM messages WHERE coalesce = 1 AND created_at < ?",
@@ -331,12 +429,13 @@ class Outbox:
         return conn
 
     def fetch_after(self, seq: int, limit: int) -> list[StoredMessage]:
-        """Undelivered messages with seq greater than `seq`, oldest first (FIFO per topic follows)."""
+        """Undelivered messages with seq greater than `seq`, oldest first (FIFO per topic follows); parked ones are
+        left out."""
         # The batch comes back as one JSON value (payloads hex-encoded): one SQLite step instead of one per row, so
         # the publisher thread does not queue for the GIL once per row behind paho's network thread.
         (batch,) = self._reader().execute(
             "SELECT json_group_array(json_array(seq, msg_id, topic, hex(payload), retain, coalesce)) FROM "
-            "(SELECT * FROM messages WHERE seq > ? ORDER BY seq LIMIT ?)", (seq, limit)).fetchone()
+            "(SELECT * FROM messages WHERE seq > ? AND parked IS NULL ORDER BY seq LIMIT ?)", (seq, limit)).fetchone()
         rows = sorted(json.loads(batch))  # json_group_array does not promise the subquery's order; seq comes first
         return [StoredMessage(r[0], r[1], r[2], bytes.fromhex(r[3]), bool(r[4]), bool(r[5])) for r in rows]
 
@@ -345,6 +444,23 @@ class Outbox:
         """True while exposure-class messages are refused for lack of room (whichever process refused them)."""
         row = self._reader().execute("SELECT value FROM counters WHERE name = 'refusing'").fetchone()
         return bool(row and row[0])
+
+    @property
+    def retried_total(self) -> int:
+        """Parked messages put back into the delivery order over the file's life (the publisher watches it)."""
+        row = self._reader().execute("SELECT value FROM counters WHERE name = 'retried'").fetchone()
+        return row[0] if row else 0
+
+    def parked_count(self) -> int:
+        """Messages parked now."""
+        return self._reader().execute("SELECT count(*) FROM messages WHERE parked IS NOT NULL").fetchone()[0]
+
+    def parked_messages(self, limit: int = 100) -> list[ParkedMessage]:
+        """The oldest parked messages with the reason the broker did not take them."""
+        rows = self._reader().execute(
+            "SELECT seq, msg_id, topic, length(payload), parked, created_at FROM messages WHERE parked IS NOT NULL "
+            "ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        return [ParkedMessage(*row) for row in rows]
 
     @property
     def refused_total(self) -> int:
@@ -364,7 +480,10 @@ class Outbox:
         used = conn.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()[0]
         counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
         age = None if oldest is None else max(0.0, self._clock() - oldest)
-        return OutboxStats(depth, age, used, self.max_bytes, counters)
+        held = dict(conn.execute("SELECT share, bytes FROM share_totals WHERE share != ''").fetchall())
+        share_bytes = {name: held.get(name, 0) for name in self.share_max_bytes} | held
+        return OutboxStats(depth, age, used, self.max_bytes, counters, self.parked_count(), share_bytes,
+                           dict(self.share_max_bytes))
 
     def close_reader(self) -> None:
         """Close this thread's read connection (call from the thread that read)."""

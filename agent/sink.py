@@ -32,7 +32,7 @@ class Sink:
         kind = payload.topic_kind()
         policy = policy_for(kind)
         return OutMessage(msg_id=payload.msg_id, topic=self.topics.topic(kind), payload=payload.to_json_bytes(),
-                          retain=policy.retain, coalesce=policy.coalesce)
+                          retain=policy.retain, coalesce=policy.coalesce, share=policy.share)
 
     def emit(self, *payloads: Envelope) -> list[bool]:
         """Store payloads durably, all or none; per payload True if new, False if its msg_id was already known."""

@@ -3,6 +3,10 @@
 Kinds that describe the present state (status, health, equipment) are coalesced: while undelivered, only the newest
 sample per topic is kept, and they are never refused when the outbox is full. Kinds that record something that happened
 (exposures, dose alerts, QC) are kept until the broker acknowledges them, and refused rather than dropped when full.
+
+Each kind belongs to an intake class (`share`) that may hold at most its share of the outbox (config [outbox.shares]):
+dicom (exposures and what the dose programme derives from them), readings (serial meter readings), qc (QC session
+records) and telemetry (status, health, equipment states).
 """
 
 from __future__ import annotations
@@ -14,21 +18,24 @@ from dataclasses import dataclass
 class KindPolicy:
     """How messages of one kind are delivered."""
 
+    share: str
     retain: bool = False
     coalesce: bool = False
 
 
+SHARES = ("dicom", "readings", "qc", "telemetry")  # the intake classes of [outbox.shares]
+
 # Every kind the agent publishes. "equipment" stands for "equipment/{device_id}".
 KINDS: dict[str, KindPolicy] = {
-    "status": KindPolicy(retain=True, coalesce=True),
-    "health": KindPolicy(coalesce=True),
-    "equipment": KindPolicy(retain=True, coalesce=True),
-    "exposure": KindPolicy(),
-    "dose-summary": KindPolicy(),
-    "dose-alert": KindPolicy(),
-    "qc/reading": KindPolicy(),
-    "qc/session": KindPolicy(),
-    "summary": KindPolicy(),
+    "status": KindPolicy("telemetry", retain=True, coalesce=True),
+    "health": KindPolicy("telemetry", coalesce=True),
+    "equipment": KindPolicy("telemetry", retain=True, coalesce=True),
+    "exposure": KindPolicy("dicom"),
+    "dose-summary": KindPolicy("dicom"),
+    "dose-alert": KindPolicy("dicom"),
+    "qc/reading": KindPolicy("readings"),
+    "qc/session": KindPolicy("qc"),
+    "summary": KindPolicy("dicom"),
 }
 
 

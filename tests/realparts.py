@@ -44,7 +44,8 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
 class Mosquitto:
     """A mosquitto process with persistence, so a restart keeps queued messages of persistent sessions."""
 
-    def __init__(self, workdir: Path, port: int | None = None, tls: dict | None = None):
+    def __init__(self, workdir: Path, port: int | None = None, tls: dict | None = None, extra: tuple[str, ...] = ()):
+        """extra: more mosquitto.conf lines (acl_file, max_packet_size, log_type notice ...)."""
         self.exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not os.path.exists(self.exe):
             raise RuntimeError("mosquitto is not installed; scripts/test.sh installs it (apt-get install mosquitto)")
@@ -52,6 +53,7 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.tls = tls
+        self.extra = tuple(extra)
         self.proc: subprocess.Popen | None = None
         self.conf = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
@@ -75,6 +77,7 @@ class Mosquitto:
             lines += [f"cafile {self.tls['ca']}", f"certfile {self.tls['cert']}", f"keyfile {self.tls['key']}"]
             if self.tls.get("require_certificate"):
                 lines.append("require_certificate true")
+        lines += self.extra
         self.conf.write_text("\n".join(lines) + "\n")
 
     def start(self) -> "Mosquitto":
@@ -102,6 +105,15 @@ class Mosquitto:
         self._write_conf()
         self.start()
         return Subscriber(self.port, topic=topic, client_id=first.client_id).start()
+
+    def connects(self, client_id: str) -> int:
+        """Connections the broker accepted from client_id so far (needs `log_type notice` in extra)."""
+        return sum(1 for line in self.log_path.read_text(errors="replace").splitlines()
+                   if "New client connected" in line and f" as {client_id} " in line)
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto reloads its configuration, the ACL file included."""
+        self.proc.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         """Clean stop (SIGTERM): mosquitto writes its persistence file."""

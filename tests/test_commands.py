@@ -81,7 +81,7 @@ def test_unknown_malformed_stale_and_retained_commands_are_refused(broker, reque
 
     unknown = requester.request("shell", {"cmd": "rm -rf /"})
     assert unknown["ok"] is False and "unknown command 'shell'" in unknown["error"]
-    assert "allowed: ping, health, republish-status, flush-outbox, set-log-level, dose-summary" in unknown["error"]
+    assert "allowed: ping, health, republish-status, flush-outbox, set-log-level, dose-summary, retry-parked" in unknown["error"]
     malformed = requester.reply(requester.send("ping", raw=b"not json"))
     assert malformed["ok"] is False and malformed["command"] is None and "not a valid request" in malformed["error"]
     extra = requester.request("ping", {"verbose": True})

@@ -134,9 +134,27 @@ def test_privacy_modes_verbatim_warns_and_a_bad_mode_is_named(folder):
         assert result.returncode == 2 and f"{key}:" in result.stderr, result.stderr
     (folder / "agent.toml").write_text(GOOD)
     assert "privacy" not in check_config(folder / "agent.toml").stderr, "the default (screened) needs no warning"
+
+
 def test_overdue_instrument_calibration_warns(folder):
     (folder / "agent.toml").write_text(GOOD + '\n[[instruments]]\nid = "kvp-meter"\ndriver = "victoreen_4000m"\n'
                                        'port = "/dev/serial/by-id/usb-x"\ncalibration_due = 2020-01-31\n')
     result = check_config(folder / "agent.toml")
     assert result.returncode == 0, result.stderr
     assert "warning: instruments.0.calibration_due: kvp-meter's calibration expired on 2020-01-31" in result.stderr
+
+
+def test_outbox_shares_adding_up_to_more_than_the_outbox_are_named(folder):
+    (folder / "agent.toml").write_text(GOOD + "\n[outbox.shares]\ndicom = 0.8\nreadings = 0.3\n")
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 2
+    assert "outbox.shares:" in result.stderr and "add up to 1.30 (dicom 0.8 + readings 0.3 + qc 0.15" in result.stderr
+
+
+def test_check_config_says_what_mqtt_311_cannot_report(folder):
+    (folder / "agent.toml").write_text(GOOD.replace('username = "xr-03"', 'protocol = "3.1.1"\nusername = "xr-03"'))
+    result = check_config(folder / "agent.toml")
+    assert result.returncode == 0, result.stderr
+    assert "3.1.1 cannot tell the agent that the broker denied a publish" in result.stderr
+    (folder / "agent.toml").write_text(GOOD)
+    assert "3.1.1" not in check_config(folder / "agent.toml").stderr

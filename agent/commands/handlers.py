@@ -73,6 +73,18 @@ def flush_outbox(ctx: CommandContext, args: dict) -> dict[str, Any]:
     return {"depth": depth, "connected": ctx.view.publisher.state.connected}
 
 
+def retry_parked(ctx: CommandContext, args: dict) -> dict[str, Any]:
+    """Put the messages the broker would not take back into the delivery order (after fixing its ACL or packet
+    size); returns how many."""
+    _no_args(args)
+    try:
+        released = ctx.view.outbox.retry_parked()
+    except OutboxError as exc:
+        raise CommandError(f"parked messages not released: {exc}") from None
+    ctx.view.publisher.wake()
+    return {"released": released, "connected": ctx.view.publisher.state.connected}
+
+
 def set_log_level(ctx: CommandContext, args: dict) -> dict[str, Any]:
     """Change the log level until the next restart: args {"level": "DEBUG" | "INFO" | "WARNING" | "ERROR"}."""
     level = str(args.get("level", "")).upper()
@@ -100,4 +112,5 @@ COMMANDS: dict[str, Callable[[CommandContext, dict], dict[str, Any]]] = {
     "flush-outbox": flush_outbox,
     "set-log-level": set_log_level,
     "dose-summary": dose_summary,
+    "retry-parked": retry_parked,
 }

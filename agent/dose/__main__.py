@@ -33,7 +33,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         return 2
     o = cfg.outbox
     outbox = Outbox(o.path, max_bytes=o.max_bytes, telemetry_max_age_s=o.telemetry_max_age_s,
-                    dedupe_days=o.dedupe_days)
+                    dedupe_days=o.dedupe_days, shares=o.shares.model_dump())
     monitor = dose_monitor(cfg, Sink(outbox, Topics(cfg.mqtt.topic_prefix, cfg.site.id, cfg.site.room)))
     if monitor is None:
         print("dose monitoring is disabled in this config (dose.enabled = false)", file=sys.stderr)

@@ -115,7 +115,8 @@ class ModalityTracker(_Tracked):
 
 
 class BrokerLinkTracker(_Tracked):
-    """The MQTT connection: down while disconnected, degraded while the broker rejects publishes."""
+    """The MQTT connection: down while disconnected, degraded while the broker rejects publishes, messages are parked
+    or another client takes the session (same client id)."""
 
     device_id = "broker-link"
 
@@ -135,7 +136,7 @@ class BrokerLinkTracker(_Tracked):
         s = self.publisher.state
         if not s.connected:
             return self._moved("down")
-        return self._moved("degraded" if self._troubled(s.rejected_total) else "ok")
+        return self._moved("degraded" if self._troubled(s.rejected_total + s.parked_total + s.takeovers) else "ok")
 
     def status(self, site: str, room: str, msg_id: str) -> EquipmentStatus:
         """The payload describing the link now."""

@@ -51,6 +51,7 @@ class HealthSampler:
             outbox_bytes=stats.bytes_used, outbox_max_bytes=stats.max_bytes,
             outbox_refusing=bool(counters.get("refusing")), outbox_refused_total=counters.get("refused", 0),
             outbox_dropped_total=counters.get("coalesced", 0) + counters.get("expired", 0),
+            outbox_parked=stats.parked_now,
             broker_connected=link.connected, broker_reconnects_total=link.reconnects,
             broker_rejected_total=link.rejected_total, last_puback_at=puback)
 

@@ -55,6 +55,8 @@ def add_reporting(cfg: Config, outbox: Outbox, publisher: Publisher, sink: Sink,
     ops = Operations(view, EquipmentReporter(view.board, sink, every_s),
                      HealthReporter(HealthSampler(view), sink, cfg.health.interval_s))
     supervisor.add("equipment", ops.equipment)
+    # A broker restarted without persistence has lost the retained equipment states: send them again on every connect.
+    publisher.add_connect_hook(ops.equipment.republish)
     supervisor.add("health", ops.health)
     if cfg.commands.enabled and cfg.mqtt.protocol == "5":
         ops.commands = CommandService(CommandContext(view, ops.health, ops.equipment))

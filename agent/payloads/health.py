@@ -44,11 +44,14 @@ class HealthSample(Envelope):
                                                                   "when the outbox is empty.")
     outbox_bytes: Count = Field(description="Payload bytes held in the outbox, bytes.")
     outbox_max_bytes: Count = Field(description="outbox.max_bytes from the config, bytes.")
-    outbox_refusing: bool = Field(description="True while exposure-class messages are refused (outbox full).")
+    outbox_refusing: bool = Field(description="True while messages of an intake class are refused (its share of the "
+                                              "outbox, or the whole outbox, is full).")
     outbox_refused_total: Count = Field(description="Messages refused for lack of room, over the outbox file's "
                                                     "life, count.")
     outbox_dropped_total: Count = Field(description="Undelivered status/health/equipment samples dropped: replaced "
                                                     "by a newer one (coalesced) or expired, count.")
+    outbox_parked: Count = Field(0, description="Messages parked now: refused by the broker or larger than its Maximum "
+                                                "Packet Size; kept until `xray-agent outbox retry`, count.")
     broker_connected: bool = Field(description="True while the MQTT connection is up.")
     broker_reconnects_total: Count = Field(description="Connections made after the first one since start, count.")
     broker_rejected_total: Count = Field(description="Publishes the broker answered with a failure code, count.")

@@ -99,10 +99,23 @@ class AgentCollector(Collector):
                      stats.oldest_age_s or 0.0)
         yield _gauge("xray_outbox_bytes", "Payload bytes held.", stats.bytes_used)
         yield _gauge("xray_outbox_max_bytes", "outbox.max_bytes.", stats.max_bytes)
-        yield _gauge("xray_outbox_refusing", "1 while exposure-class messages are refused.",
+        yield _gauge("xray_outbox_refusing",
+                     "1 while messages of an intake class are refused (its share or the outbox full).",
                      float(bool(c.get("refusing"))))
         yield _counter("xray_outbox_refused", "Messages refused for lack of room (outbox file's life).",
                        c.get("refused", 0))
+        yield _gauge("xray_outbox_parked_messages", "Messages the broker would not take, held until "
+                     "`xray-agent outbox retry`.", stats.parked_now)
+        yield _counter("xray_outbox_parked", "Messages parked (outbox file's life).", c.get("parked", 0))
+        shares = GaugeMetricFamily("xray_outbox_share_bytes", "Payload bytes held per intake class.", labels=["share"])
+        limits = GaugeMetricFamily("xray_outbox_share_max_bytes", "Each intake class's share of outbox.max_bytes.",
+                                   labels=["share"])
+        for name, held in sorted(stats.share_bytes.items()):
+            shares.add_metric([name], held)
+        for name, bound in sorted(stats.share_max_bytes.items()):
+            limits.add_metric([name], bound)
+        yield shares
+        yield limits
         dropped = CounterMetricFamily("xray_outbox_dropped", "Undelivered samples dropped.", labels=["reason"])
         for reason in ("coalesced", "expired"):
             dropped.add_metric([reason], c.get(reason, 0))
@@ -115,6 +128,8 @@ class AgentCollector(Collector):
         yield _counter("xray_broker_published", "Outbox messages handed to the connection.", s.published_total)
         yield _counter("xray_broker_acknowledged", "Outbox messages acknowledged (PUBACK).", s.acked_total)
         yield _counter("xray_broker_rejected", "Publishes answered with a failure code.", s.rejected_total)
+        yield _counter("xray_broker_session_takeovers", "Connections ended or refused because another client used "
+                       "the agent's client id.", s.takeovers)
         if s.last_puback_at is not None:
             yield _gauge("xray_broker_last_puback_timestamp_seconds", "When the broker last acknowledged a message.",
                          s.last_puback_at)
