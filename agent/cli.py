@@ -50,8 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in errors:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_CONFIG
-    build_agent(cfg).run()
-    return 0
+    return build_agent(cfg).run()  # 0, or 3 when a service could not be kept running (agent.supervisor)
 
 
 def cmd_outbox_stats(args: argparse.Namespace) -> int:

@@ -106,6 +106,8 @@ class OutboxConfig(Section):
     max_bytes: int = Field(256 * MIB, ge=MIB, description="Payload bytes held before exposure-class enqueues are refused.")
     telemetry_max_age_s: float = Field(86400, gt=0, description="Undelivered status/health samples older than this expire.")
     dedupe_days: float = Field(30, gt=0, description="How long delivered msg_ids are remembered to drop re-sends.")
+    check_every_s: float = Field(900, ge=1, description="Integrity check (PRAGMA quick_check) of every state database "
+                                                        "while running, every this many seconds; also at start.")
 
 
 class FolderIntakeConfig(Section):

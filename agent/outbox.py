@@ -5,6 +5,12 @@ commit is in progress are written together in the next transaction (one fsync), 
 transaction holding its rows committed with synchronous=FULL. Readers (the publisher, `outbox stats`) use their own
 connections; WAL lets them read while the writer writes. Other processes may open the same file (the demo generator,
 `xray-agent` tools); SQLite's locking serialises them and the byte total is kept by triggers so it stays exact.
+
+Damage (agent.statedb): the file is checked before the writer starts and rebuilt from its readable rows if damaged. A
+read or write that meets damage while running marks the outbox damaged: every enqueue then raises OutboxDamaged (the
+intakes refuse: 0xA700, readings held), reads return nothing, and `on_damage` wakes the integrity watch, which calls
+`repair()`. Disk full: `write_error` holds the last write's failure until a write succeeds again; the first success
+after a failure checkpoints and truncates the WAL, so the space the outage's WAL took is given back at once.
 """
 
 from __future__ import annotations
@@ -19,11 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
+from agent import statedb
+from agent.outbox_repair import RepairableFile, after_rebuild, guarded_read, truncate_wal
+
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 10_000
 MAX_OPS_PER_COMMIT = 512
 REFUSING_CLEARS_BELOW = 0.9  # hysteresis: stop reporting "full" only once 10% is free again
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # after a checkpoint the WAL is cut back to this (PRAGMA journal_size_limit)
 
 
 class OutboxError(Exception):
@@ -32,6 +42,10 @@ class OutboxError(Exception):
 
 class OutboxFull(OutboxError):
     """The outbox is at its configured size; a message that must not be dropped was refused. Retry later."""
+
+
+class OutboxDamaged(OutboxError):
+    """The outbox file is damaged and being rebuilt; nothing is stored (or acknowledged) until it is."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,7 @@ class _Op:
     messages: tuple[OutMessage, ...] = ()
     acks: tuple[tuple[int, str, bool], ...] = ()  # (seq, msg_id, remember msg_id for dedupe)
     maintain: bool = False
+    probe: bool = False  # a one-page write, to learn whether writes succeed again after a failure
     done: threading.Event = field(default_factory=threading.Event)
     inserted: list[bool] = field(default_factory=list)
     error: Exception | None = None
@@ -114,6 +129,7 @@ def connect(path: Path) -> sqlite3.Connection:
     # FULL: with WAL, NORMAL may lose the last commits on power loss; an acknowledged C-STORE must survive that.
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA wal_autocheckpoint = 8000")
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
     return conn
 
 
@@ -148,7 +164,7 @@ def _split_sql(script: str) -> list[str]:
     return [s for s in statements if s]
 
 
-class Outbox:
+class Outbox(RepairableFile):
     """Durable FIFO of outgoing messages with idempotent enqueue, coalescing and a size bound."""
 
     def __init__(self, path: Path, *, max_bytes: int, telemetry_max_age_s: float = 86400,
@@ -163,25 +179,61 @@ class Outbox:
         self._read_local = threading.local()
         self.changed = threading.Event()  # set after a commit that added messages; the publisher waits on it
         self.busy_since: float | None = None  # monotonic start of the commit in progress (watchdog: a stalled disk)
+        self.write_error: str | None = None  # why the last write failed; None once a write succeeded (readiness)
+        self.damage: str | None = None  # what is wrong with the file, until repair() has rebuilt it
+        self.recovery: statedb.Recovery | None = None  # the last rebuild (at start or while running)
+        self.on_damage: Callable[[str], None] | None = None  # the integrity watch's wake-up
+        self._read_gate = threading.Lock()  # repair() waits for reads in progress, then closes every reader
+        self._readers: list[sqlite3.Connection] = []
+        self._generation = 0  # bumped by repair(): threads reopen their read connection on the new file
+        self._truncate_wal = False
+        self.high_seq = 0  # the highest sequence number this process stored (kept across a rebuild)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Create or upgrade the file, then start the writer thread."""
+        """Check the file (rebuilding it if damaged), create or upgrade it, then start the writer thread."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.recovery = statedb.ensure_sound(self.state_spec()) or self.recovery
+        try:
+            self._open_and_migrate()
+        except sqlite3.DatabaseError as exc:
+            if not statedb.is_damage(exc):
+                raise
+            self.recovery = statedb.recover(self.state_spec(), str(exc))
+            self._open_and_migrate()
+        self.damage = None
+        self._start_writer()
+
+    def _open_and_migrate(self) -> None:
         conn = connect(self.path)
         try:
             migrate(conn)
         finally:
             conn.close()
+
+    def state_spec(self) -> statedb.Spec:
+        """How agent.statedb rebuilds this file: the migrations, lost message rows adopted, totals recounted."""
+        return statedb.Spec("outbox", self.path, migrate, adopt=("messages",), fixup=after_rebuild)
+
+    def _start_writer(self) -> None:
         self._thread = threading.Thread(target=self._writer, name="outbox-writer", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Commit what is queued, then stop the writer."""
+        try:
+            self._stop_writer(timeout)
+        except OSError as exc:
+            log.error("%s", exc)
+            self._thread = None
+
+    def _stop_writer(self, timeout: float) -> None:
         if self._thread is None:
             return
         self._ops.put(None)
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise OSError(f"outbox writer did not stop within {timeout:.0f} s (disk stalled?)")
         self._thread = None
 
     def alive(self) -> bool:
@@ -201,6 +253,8 @@ class Outbox:
     def ack(self, acks: Iterable[tuple[int, str, bool]], wait: bool = False) -> None:
         """Remove published messages by (seq, msg_id, remember): remember keeps msg_id to drop later re-sends."""
         op = _Op(acks=tuple(acks))
+        if self.damage is not None:
+            return  # the rows stay and are sent again after the rebuild (subscribers drop the repeats by msg_id)
         if wait:
             self._submit(op, 30.0)
         elif self.alive():
@@ -210,7 +264,13 @@ class Outbox:
         """Expire stale telemetry and forget old delivered ids (the supervisor calls this now and then)."""
         self._submit(_Op(maintain=True), 30.0)
 
+    def probe(self) -> None:
+        """One small write (readiness after a failed write: succeeds once the disk takes writes again)."""
+        self._submit(_Op(probe=True), 30.0)
+
     def _submit(self, op: _Op, timeout: float) -> None:
+        if self.damage is not None:
+            raise OutboxDamaged(f"outbox is damaged and being rebuilt ({self.damage})")
         if not self.alive():
             raise OutboxError("outbox is not running")
         self._ops.put(op)
@@ -257,9 +317,18 @@ class Outbox:
         except sqlite3.Error as exc:
             _rollback(conn)
             log.error("outbox write failed: %s (file %s)", exc, self.path)
+            self.write_error = str(exc)
             for op in batch:
                 op.inserted = []
                 op.error = op.error or OutboxError(f"outbox write failed: {exc}")
+            if statedb.is_damage(exc):
+                self.mark_damaged(str(exc))
+        else:
+            if self.write_error is not None:
+                log.warning("outbox writes succeed again (after: %s)", self.write_error)
+                self.write_error, self._truncate_wal = None, True
+            if self._truncate_wal:
+                self._truncate_wal = not truncate_wal(conn)
         for op in batch:
             op.done.set()
         if added:
@@ -279,6 +348,9 @@ class Outbox:
         if op.maintain:
             self._expire(conn, now)
             return conn.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()[0], False
+        if op.probe:
+            conn.execute("UPDATE totals SET bytes = bytes WHERE id = 1")  # rewrites one page: a real write
+            return used, False
         conn.execute("SAVEPOINT op")
         inserted = []
         for msg in op.messages:
@@ -304,7 +376,10 @@ class Outbox:
             "INSERT OR IGNORE INTO messages (msg_id, topic, payload, retain, coalesce, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (msg.msg_id, msg.topic, msg.payload, int(msg.retain), int(msg.coalesce), now))
-        return cur.rowcount == 1
+        if cur.rowcount != 1:
+            return False
+        self.high_seq = cur.lastrowid
+        return True
 
     def _refuse(self, conn: sqlite3.Connection, msg: OutMessage) -> None:
         _bump(conn, "refused", 1)
@@ -323,11 +398,13 @@ class Outbox:
     # ---- reading ---------------------------------------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._read_local, "conn", None)
-        if conn is None:
+        if conn is None or getattr(self._read_local, "generation", None) != self._generation:
             conn = connect(self.path)
-            self._read_local.conn = conn
+            self._read_local.conn, self._read_local.generation = conn, self._generation
+            self._readers.append(conn)
         return conn
 
+    @guarded_read([])
     def fetch_after(self, seq: int, limit: int) -> list[StoredMessage]:
         """Undelivered messages with seq greater than `seq`, oldest first (FIFO per topic follows)."""
         # The batch comes back as one JSON value (payloads hex-encoded): one SQLite step instead of one per row, so
@@ -339,21 +416,25 @@ class Outbox:
         return [StoredMessage(r[0], r[1], r[2], bytes.fromhex(r[3]), bool(r[4]), bool(r[5])) for r in rows]
 
     @property
+    @guarded_read(False)
     def refusing(self) -> bool:
         """True while exposure-class messages are refused for lack of room (whichever process refused them)."""
         row = self._reader().execute("SELECT value FROM counters WHERE name = 'refusing'").fetchone()
         return bool(row and row[0])
 
     @property
+    @guarded_read(0)
     def refused_total(self) -> int:
         """Messages refused for lack of room over the life of this outbox file."""
         row = self._reader().execute("SELECT value FROM counters WHERE name = 'refused'").fetchone()
         return row[0] if row else 0
 
+    @guarded_read(0)
     def depth(self) -> int:
         """Number of undelivered messages."""
         return self._reader().execute("SELECT count(*) FROM messages").fetchone()[0]
 
+    @guarded_read(lambda self: OutboxStats({}, None, 0, self.max_bytes, {}))
     def stats(self) -> OutboxStats:
         """Depth per topic, oldest undelivered age, bytes used and the event counters."""
         conn = self._reader()
@@ -366,10 +447,13 @@ class Outbox:
 
     def close_reader(self) -> None:
         """Close this thread's read connection (call from the thread that read)."""
-        conn = getattr(self._read_local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._read_local.conn = None
+        with self._read_gate:
+            conn = getattr(self._read_local, "conn", None)
+            if conn is not None:
+                if conn in self._readers:
+                    self._readers.remove(conn)
+                conn.close()
+                self._read_local.conn = None
 
 
 def _set_flag(conn: sqlite3.Connection, name: str, value: int) -> bool:

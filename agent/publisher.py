@@ -386,6 +386,7 @@ class Publisher:
         return AgentStatus(msg_id=new_msg_id(), site=self.cfg.site.id, room=self.cfg.site.room, online=online,
                            version=__version__, boot_id=self.boot_id, config_hash=self.cfg.config_hash,
                            reason=reason, outbox_full=self.outbox.refusing,
+                           outbox_damaged=self.outbox.damage is not None,
                            outbox_refused_total=self.outbox.refused_total)
 
     def _publish_status(self, conn: _Connection, reason: str) -> mqtt.MQTTMessageInfo:

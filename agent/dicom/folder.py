@@ -4,6 +4,9 @@ A file is read once its size and modification time have not changed for `settle_
 writing it). Each file is handled once across restarts: a small SQLite table (sqlite-utils) remembers handled files by
 path, size and mtime, so a crash between storing the events and removing the file neither loses nor repeats anything
 (and the outbox drops repeated msg_ids anyway). A file refused for lack of outbox room stays and is tried again.
+
+The state file is checked when the thread opens it and rebuilt from its readable rows if damaged (agent.statedb);
+damage met while running stops the scanning (files stay where they are) until the thread has rebuilt it.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ import shutil
 import time
 from pathlib import Path
 
+import sqlite3
+
 import sqlite_utils
 from pydicom import dcmread
+
+from agent import statedb
 
 from agent.config import FolderIntakeConfig
 from agent.dicom.intake import DicomIntake
@@ -23,6 +30,9 @@ from agent.dicom.statuses import CANNOT_UNDERSTAND, SUCCESS
 from agent.supervisor import ThreadService
 
 log = logging.getLogger(__name__)
+
+HANDLED_SCHEMA = ("CREATE TABLE IF NOT EXISTS [handled] ([path] TEXT PRIMARY KEY, [size] INTEGER, [mtime_ns] INTEGER, "
+                  "[handled_at] FLOAT, [status] INTEGER)")
 
 
 class FolderWatcher(ThreadService):
@@ -37,18 +47,56 @@ class FolderWatcher(ThreadService):
         self.intake = intake
         self.state_path = Path(state_path)
         self._seen: dict[Path, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, first seen unchanged at)
+        self.damage: str | None = None  # the state file is damaged: nothing is read until this thread rebuilt it
+        self.recovery: statedb.Recovery | None = None
+        self.on_damage = None  # the integrity watch's wake-up
+
+    def state_spec(self) -> statedb.Spec:
+        """How agent.statedb rebuilds the folder-intake state: one table, lost rows adopted."""
+        return statedb.Spec("folder", self.state_path, lambda conn: conn.execute(HANDLED_SCHEMA),
+                            adopt=("handled",))
+
+    def mark_damaged(self, detail: str) -> None:
+        """Stop scanning until the thread has rebuilt the state file (files stay in the folder meanwhile)."""
+        if self.damage is None:
+            self.damage = detail
+            log.error("folder-intake state %s is damaged (%s): no file is read until it is rebuilt",
+                      self.state_path, detail)
+            if self.on_damage is not None:
+                self.on_damage(detail)
+
+    def repair(self, detail: str) -> None:
+        """Ask the folder thread (which owns the connection) to rebuild the file on its next pass."""
+        self.mark_damaged(detail)
 
     def start(self) -> None:
         super().start()
         log.info("watching %s for DICOM files (settle %.1f s, then %s)", self.cfg.path, self.cfg.settle_s,
                  self.cfg.after)
 
-    def _run(self) -> None:
+    def _open(self) -> sqlite_utils.Database:
+        self.recovery = statedb.ensure_sound(self.state_spec()) or self.recovery
+        self.damage = None
         db = sqlite_utils.Database(self.state_path)
-        db["handled"].create({"path": str, "size": int, "mtime_ns": int, "handled_at": float, "status": int},
-                             pk="path", if_not_exists=True)
+        db.execute(HANDLED_SCHEMA)
+        return db
+
+    def _rebuild(self, db: sqlite_utils.Database) -> sqlite_utils.Database:
+        try:
+            self.recovery = statedb.recover_in_use(self.state_spec(), self.damage, db.close)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("could not rebuild folder-intake state %s: %s; trying again", self.state_path, exc)
+            self._stop.wait(30.0)
+            return db  # closed; the next pass tries the rebuild again
+        return self._open()
+
+    def _run(self) -> None:
+        db = self._open()
         missing_logged = False
         while not self._stop.wait(self.cfg.poll_s):
+            if self.damage is not None:
+                db = self._rebuild(db)
+                continue
             try:
                 self.scan(db)
                 missing_logged = False
@@ -56,6 +104,10 @@ class FolderWatcher(ThreadService):
                 if not missing_logged:
                     log.error("watched folder %s does not exist (dicom.folder.path); waiting for it", self.cfg.path)
                     missing_logged = True
+            except sqlite3.DatabaseError as exc:
+                if not statedb.is_damage(exc):
+                    raise
+                self.mark_damaged(str(exc))
         db.close()
 
     def scan(self, db: sqlite_utils.Database) -> None:

@@ -21,4 +21,6 @@ class AgentStatus(Envelope):
     reason: Literal["birth", "update", "shutdown", "lost"] = Field(
         description="birth on connect, update on a condition change, shutdown on clean stop, lost from the last will.")
     outbox_full: bool = Field(False, description="True while exposure-class messages are being refused.")
+    outbox_damaged: bool = Field(False, description="True while the outbox file is damaged and being rebuilt: nothing "
+                                                    "is acknowledged (DICOM 0xA700, readings held) until it is.")
     outbox_refused_total: int = Field(0, ge=0, description="Messages refused because the outbox was full, over the outbox file's life.")

@@ -159,9 +159,31 @@ def recover(spec: Spec, detail: str, moved: Path | None = None) -> Recovery:
     except BaseException:
         conn.close()
         building.unlink(missing_ok=True)
+        _put_back(moved, spec.path)  # a later attempt starts from the same files
         raise
     log.error("%s", result.summary())
     return result
+
+
+def recover_in_use(spec: Spec, detail: str, close_connections: Callable[[], None]) -> Recovery:
+    """recover() for a file the process has open. A read-only connection holds the file while the owner closes its
+    own connections, so the last of those does not checkpoint into the damaged file or delete its WAL (a read-only
+    connection does neither when it closes): the damaged copy stays byte for byte as found. If close_connections
+    raises, nothing has been moved."""
+    pin = None
+    if spec.path.exists():
+        try:
+            pin = sqlite3.connect(f"file:{spec.path}?mode=ro", uri=True, isolation_level=None)
+            pin.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error:
+            pass  # a header too damaged to open: nothing can be checkpointed into it either
+    try:
+        close_connections()
+        moved = move_aside(spec.path, datetime.now(timezone.utc))
+    finally:
+        if pin is not None:
+            pin.close()
+    return recover(spec, detail, moved=moved)
 
 
 def ensure_sound(spec: Spec) -> Recovery | None:
@@ -225,6 +247,19 @@ def _restore_sequences(conn: sqlite3.Connection, rows: list[tuple[int | None, li
             conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (values[1], values[0]))
             conn.execute("INSERT INTO sqlite_sequence (name, seq) SELECT ?, ? WHERE NOT EXISTS "
                          "(SELECT 1 FROM sqlite_sequence WHERE name = ?)", (values[0], values[1], values[0]))
+
+
+def _put_back(moved: Path | None, path: Path) -> None:
+    """Undo move_aside after a failed rebuild, so the next attempt finds the damaged file where it was."""
+    if moved is None or path.exists():
+        return
+    try:
+        os.replace(moved, path)
+        for suffix in SIDE_FILES:
+            if Path(f"{moved}{suffix}").exists():
+                os.replace(Path(f"{moved}{suffix}"), Path(f"{path}{suffix}"))
+    except OSError as exc:
+        log.error("could not put %s back as %s: %s", moved, path, exc)
 
 
 def _sync_dir(folder: Path) -> None:
