@@ -91,7 +91,8 @@ def check(path: Path) -> str | None:
         return f"cannot open: {exc}"
     try:
         rows = conn.execute("PRAGMA quick_check(5)").fetchall()
-        problems = [r[0] for r in rows if r[0] != "ok"]
+        problems = [line for r in rows for line in str(r[0]).splitlines()
+                    if line != "ok" and not line.startswith("*** in database")]
         return "; ".join(problems) if problems else None
     except sqlite3.DatabaseError as exc:
         return str(exc) if is_damage(exc) else None  # busy or locked is not damage: the next check tries again
