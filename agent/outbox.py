@@ -193,7 +193,13 @@ class Outbox(RepairableFile):
     def start(self) -> None:
         """Check the file (rebuilding it if damaged), create or upgrade it, then start the writer thread."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.recovery = statedb.ensure_sound(self.state_spec()) or self.recovery
+        try:
+            self.recovery = statedb.ensure_sound(self.state_spec()) or self.recovery
+        except (OSError, sqlite3.Error) as exc:  # damaged and cannot be rebuilt now (disk full): refuse, watch retries
+            self.damage = f"{statedb.check(self.path) or 'damaged'}; rebuild failed: {exc}"
+            log.error("outbox %s is damaged and could not be rebuilt (%s): refusing every message until it is",
+                      self.path, exc)
+            return
         try:
             self._open_and_migrate()
         except sqlite3.DatabaseError as exc:
@@ -237,7 +243,8 @@ class Outbox(RepairableFile):
         self._thread = None
 
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """The writer runs, or the file is damaged and refusing (the integrity watch owns it until rebuilt)."""
+        return self.damage is not None or (self._thread is not None and self._thread.is_alive())
 
     # ---- writing ---------------------------------------------------------------------------------------------
     def enqueue(self, messages: Iterable[OutMessage], timeout: float = 30.0) -> list[bool]:

@@ -199,3 +199,61 @@ def test_truncated_outbox_at_start_is_rebuilt_not_a_restart_loop(cut, tmp_path, 
     finally:
         subscriber.stop()
         broker.kill()
+
+
+def test_outbox_damaged_while_running_refuses_until_rebuilt(tmp_path, agent_factory):
+    """The damage appears under the running agent. Until the file is rebuilt every C-STORE is answered 0xA700 (the
+    rebuild is held back by a directory where the new file must be written, so "until" lasts long enough to test),
+    /readyz and the retained status say why, and the publisher waits instead of failing in a loop; once rebuilt, every
+    readable message is delivered and new objects are acknowledged again."""
+    require_storescu()
+    from tests.test_health_agent import http
+
+    files = dx_files(tmp_path / "objects", OBJECTS)
+    port = free_port()
+    agent = agent_factory(port, dicom=DICOM, outbox={"check_every_s": 1}, health={"broker_grace_s": 3600})
+    wait_for(lambda: "DICOM listener" in agent.log(), 15, "agent up")
+    assert list(storescu(dicom_port(agent), files).values()).count("0x0000") == OBJECTS
+    acked = {MARKER_BASE + i for i in range(OBJECTS)}
+
+    outbox = agent.config.parent / "outbox.db"
+    blocker = outbox.with_name("outbox.db.rebuilding")
+    blocker.mkdir()  # the rebuild cannot write its new file until this goes
+    settle(outbox)
+    messages = pages_of(outbox, "messages")
+    leaf = messages["leaf"][len(messages["leaf"]) // 3]
+    lost = {int(m) for m in MARKER.findall(outbox.read_bytes()[(leaf - 1) * 4096:leaf * 4096])}
+    damage(outbox, messages["internal"] + [leaf])
+    damaged = digest(outbox)
+    wait_for(lambda: "could not rebuild outbox" in agent.log(), 20, "damage found, rebuild held back")
+
+    refused = storescu(dicom_port(agent), dx_files(tmp_path / "refused", 5, base=3000))
+    assert set(refused.values()) == {"0xa700"}, refused  # Refused: Out of Resources, never Success
+    status, body = http(agent, "/readyz")
+    assert status == 503 and "damaged" in body, body
+
+    broker = Mosquitto(tmp_path / "broker", port=port)
+    subscriber = broker.start_with_subscriber()
+    try:
+        birth = wait_for(lambda: [m.json() for m in subscriber.snapshot("/status")], 15, "retained status")[-1]
+        assert birth["outbox_damaged"] is True
+        assert not markers(subscriber), "nothing is read from a damaged outbox"
+        assert agent.log().count("stopped unexpectedly") == 0, "no thread may die over the damage"
+
+        blocker.rmdir()
+        wait_for(lambda: "rebuilt with" in agent.log(), 20, "the rebuild")
+        wait_for(lambda: acked - lost <= markers(subscriber), 30, "every readable acknowledged event")
+        assert markers(subscriber) <= acked and not markers(subscriber) & {3000 + i for i in range(5)}
+        wait_for(lambda: subscriber.snapshot("/status")[-1].json()["outbox_damaged"] is False, 15,
+                 "status saying the outbox is sound again")
+        wait_for(lambda: http(agent, "/readyz")[0] == 200, 15, "/readyz 200 after the rebuild")
+        kept = [p for p in outbox.parent.glob("outbox.db.damaged-*") if not p.name.endswith(("-wal", "-shm"))]
+        assert len(kept) == 1 and digest(kept[0]) == damaged, "the damaged file is kept as it was found"
+
+        again = storescu(dicom_port(agent), dx_files(tmp_path / "again", 5, base=4000))
+        assert set(again.values()) == {"0x0000"}, again
+        wait_for(lambda: set(range(4000, 4005)) <= markers(subscriber), 15, "events acknowledged after the rebuild")
+        assert agent.terminate() == 0
+    finally:
+        subscriber.stop()
+        broker.kill()

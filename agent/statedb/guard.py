@@ -111,8 +111,12 @@ def aside_name(path: Path, at: datetime) -> Path:
 
 def move_aside(path: Path, at: datetime) -> Path | None:
     """Rename the file and its side files, unchanged, to the damaged name (side files first: a database file must
-    never be found next to another file's journal). Returns the new name of the main file (None if it had none)."""
+    never be found next to another file's journal). Returns the new name of the main file (None if it had none).
+
+    A marker file (`NAME.recovering`: stage and damaged name) makes the move and the rebuild that follows resumable:
+    ensure_sound() finishes what a crash interrupted, so the rows of a moved file are never left behind."""
     target = aside_name(path, at)
+    _mark(path, "moving", target)
     for suffix in SIDE_FILES:
         side = Path(f"{path}{suffix}")
         if side.exists():
@@ -121,6 +125,7 @@ def move_aside(path: Path, at: datetime) -> Path | None:
     if path.exists():
         os.replace(path, target)
         moved = target
+    _mark(path, "rebuilding", target)
     _sync_dir(path.parent)
     return moved
 
@@ -128,11 +133,23 @@ def move_aside(path: Path, at: datetime) -> Path | None:
 def recover(spec: Spec, detail: str, moved: Path | None = None) -> Recovery:
     """Move the damaged file aside (unless the caller did: `moved`), rebuild `spec.path` from its readable rows.
 
-    Raises OSError / sqlite3.Error when the new file cannot be written (disk full): the damaged copy stays, the caller
-    keeps refusing and tries again later."""
+    Raises OSError / sqlite3.Error when the new file cannot be written (disk full): the damaged file is put back where
+    it was, the caller keeps refusing and tries again later."""
     at = datetime.now(timezone.utc)
     if moved is None:
         moved = move_aside(spec.path, at)
+    try:
+        result = _rebuild(spec, detail, moved, at)
+    except BaseException:
+        _put_back(moved, spec.path)
+        raise
+    _marker(spec.path).unlink(missing_ok=True)
+    log.error("%s", result.summary())
+    return result
+
+
+def _rebuild(spec: Spec, detail: str, moved: Path | None, at: datetime) -> Recovery:
+    """Write the rows readable in `moved` into a new file built by spec.create, then rename it to spec.path."""
     result = Recovery(spec.name, spec.path, moved, detail, at)
     building = spec.path.with_name(f"{spec.path.name}.rebuilding")
     for leftover in [building, *(Path(f"{building}{s}") for s in SIDE_FILES)]:
@@ -160,9 +177,7 @@ def recover(spec: Spec, detail: str, moved: Path | None = None) -> Recovery:
     except BaseException:
         conn.close()
         building.unlink(missing_ok=True)
-        _put_back(moved, spec.path)  # a later attempt starts from the same files
         raise
-    log.error("%s", result.summary())
     return result
 
 
@@ -188,13 +203,47 @@ def recover_in_use(spec: Spec, detail: str, close_connections: Callable[[], None
 
 
 def ensure_sound(spec: Spec) -> Recovery | None:
-    """At start: check the file and rebuild it if damaged. Returns what was done (None if it was sound)."""
+    """At start: finish a rebuild a crash interrupted, check the file and rebuild it if damaged. Returns what was
+    done (None if the file was sound)."""
+    resumed = _resume(spec)
     problem = check(spec.path)
     if problem is None:
-        return None
+        return resumed
     log.error("%s state file %s is damaged: %s; moving it aside and recovering its readable rows", spec.name,
               spec.path, problem)
     return recover(spec, problem)
+
+
+def _marker(path: Path) -> Path:
+    return path.with_name(f"{path.name}.recovering")
+
+
+def _mark(path: Path, stage: str, target: Path) -> None:
+    marker = _marker(path)
+    with open(marker, "w") as f:
+        f.write(f"{stage}\n{target}\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _resume(spec: Spec) -> Recovery | None:
+    """Finish what a crash interrupted: a move aside (put the files back) or a rebuild (do it again)."""
+    marker = _marker(spec.path)
+    try:
+        stage, target = marker.read_text().split("\n")[:2]
+    except (OSError, ValueError):
+        marker.unlink(missing_ok=True)
+        return None
+    aside = Path(target)
+    if spec.path.exists():
+        if stage == "moving":  # the database file was never moved: give it back its side files
+            for suffix in SIDE_FILES:
+                if Path(f"{aside}{suffix}").exists():
+                    os.replace(Path(f"{aside}{suffix}"), Path(f"{spec.path}{suffix}"))
+        marker.unlink()  # "rebuilding" with the file in place: the rebuilt file was renamed in, only this was left
+        return None
+    log.error("%s state file %s: a rebuild from %s was interrupted; doing it again", spec.name, spec.path, aside)
+    return recover(spec, "rebuild interrupted", moved=aside if aside.exists() else None)
 
 
 def _tables(conn: sqlite3.Connection) -> dict[str, tuple[int, bool, list[str]]]:
@@ -252,15 +301,16 @@ def _restore_sequences(conn: sqlite3.Connection, rows: list[tuple[int | None, li
 
 def _put_back(moved: Path | None, path: Path) -> None:
     """Undo move_aside after a failed rebuild, so the next attempt finds the damaged file where it was."""
-    if moved is None or path.exists():
-        return
-    try:
-        os.replace(moved, path)
-        for suffix in SIDE_FILES:
-            if Path(f"{moved}{suffix}").exists():
-                os.replace(Path(f"{moved}{suffix}"), Path(f"{path}{suffix}"))
-    except OSError as exc:
-        log.error("could not put %s back as %s: %s", moved, path, exc)
+    if moved is not None and not path.exists():
+        try:
+            os.replace(moved, path)
+            for suffix in SIDE_FILES:
+                if Path(f"{moved}{suffix}").exists():
+                    os.replace(Path(f"{moved}{suffix}"), Path(f"{path}{suffix}"))
+        except OSError as exc:
+            log.error("could not put %s back as %s: %s", moved, path, exc)
+            return  # the marker stays: the next start resumes from the moved file
+    _marker(path).unlink(missing_ok=True)
 
 
 def _sync_dir(folder: Path) -> None:

@@ -24,7 +24,7 @@ from agent.supervisor import ThreadService
 log = logging.getLogger(__name__)
 
 PROBE_EVERY_S = 2.0  # while the outbox's last write failed
-RETRY_S = 30.0  # a repair that failed (disk full) is tried again this long after
+RETRY_S = 30.0  # a repair that failed (disk full) is tried again this long after (or check_every_s if shorter)
 
 
 @dataclass
@@ -94,9 +94,10 @@ class IntegrityWatch(ThreadService):
             try:
                 item.owner.repair(detail)
             except Exception as exc:  # noqa: BLE001 - a repair that fails (disk full) is retried, never fatal
-                item.retry_at = time.monotonic() + RETRY_S
+                retry_s = min(RETRY_S, self.every_s)
+                item.retry_at = time.monotonic() + retry_s
                 log.error("could not rebuild %s state file %s: %s; still refusing, trying again in %.0f s",
-                          item.name, item.path, exc, RETRY_S)
+                          item.name, item.path, exc, retry_s)
             else:
                 item.retry_at = 0.0
             self._notify()
