@@ -323,7 +323,10 @@ class Outbox(RepairableFile):
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(conn)
-            log.error("outbox write failed: %s (file %s)", exc, self.path)
+            if self.write_error is None:  # once per outage: a full disk fails every write until space returns
+                log.error("outbox write failed: %s (file %s); refusing until a write succeeds again", exc, self.path)
+            else:
+                log.debug("outbox write failed again: %s", exc)
             self.write_error = str(exc)
             for op in batch:
                 op.inserted = []
