@@ -163,8 +163,9 @@ class QcStore:
 
     @property
     def is_open(self) -> bool:
-        """True between open() and close() (and while a damaged file is rebuilt)."""
-        return self._conn is not None or self._repairing
+        """True between open() and close(), and while the file is damaged (the integrity watch owns it until it is
+        rebuilt: a restart of the QC service would not help)."""
+        return self._conn is not None or self._repairing or self.damage is not None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
