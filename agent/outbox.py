@@ -222,6 +222,7 @@ class Outbox(RepairableFile):
         return statedb.Spec("outbox", self.path, migrate, adopt=("messages",), fixup=after_rebuild)
 
     def _start_writer(self) -> None:
+        _fail_all(self._ops, OutboxError("outbox restarted"))  # a dead writer's leftovers (and its stop sentinel)
         self._thread = threading.Thread(target=self._writer, name="outbox-writer", daemon=True)
         self._thread.start()
 
@@ -287,7 +288,12 @@ class Outbox(RepairableFile):
             raise op.error
 
     def _writer(self) -> None:
-        conn = connect(self.path)
+        batch: list[_Op] = []
+        try:
+            conn = connect(self.path)
+        except Exception as exc:
+            _fail_all(self._ops, OutboxError(f"outbox cannot be opened: {exc}"))
+            raise
         try:
             while True:
                 op = self._ops.get()
@@ -306,7 +312,19 @@ class Outbox(RepairableFile):
                 self.busy_since = time.monotonic()
                 self._commit(conn, batch)
                 self.busy_since = None
+        except BaseException as exc:
+            # A dying writer fails everything waiting for it at once (the intakes answer 0xA700 now, not after a
+            # 30 s timeout) and alive() turns False, so nothing is acknowledged until the supervisor restarts it.
+            log.critical("outbox writer died: %r", exc, exc_info=True)
+            error = OutboxError(f"outbox writer died: {exc!r}")
+            for op in batch:
+                if not op.done.is_set():
+                    op.error = op.error or error
+                    op.done.set()
+            _fail_all(self._ops, error)
+            raise
         finally:
+            self.busy_since = None
             conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
@@ -464,6 +482,18 @@ class Outbox(RepairableFile):
                     self._readers.remove(conn)
                 conn.close()
                 self._read_local.conn = None
+
+
+def _fail_all(ops: queue.Queue, error: Exception) -> None:
+    """Answer every op still queued with `error` (dropping stop sentinels)."""
+    while True:
+        try:
+            op = ops.get_nowait()
+        except queue.Empty:
+            return
+        if op is not None:
+            op.inserted, op.error = [], error
+            op.done.set()
 
 
 def _set_flag(conn: sqlite3.Connection, name: str, value: int) -> bool:

@@ -117,6 +117,8 @@ class Publisher:
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Start the feeder thread (again, after stop(): the supervisor restarts a publisher whose thread died)."""
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
         self._thread.start()
 

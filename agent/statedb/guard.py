@@ -85,10 +85,12 @@ def check(path: Path) -> str | None:
         if any(Path(f"{path}{s}").exists() for s in ("-wal", "-journal")):
             return "a journal is present without its database file"
         return None
+    if not path.is_file():
+        return None  # a directory or device where the file should be: the owner's open says so, nothing to rebuild
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10)
-    except sqlite3.Error as exc:
-        return f"cannot open: {exc}"
+    except sqlite3.Error:
+        return None  # cannot open at all (permissions): not damage; the owner's own open reports it
     try:
         rows = conn.execute("PRAGMA quick_check(5)").fetchall()
         problems = [line for r in rows for line in str(r[0]).splitlines()
