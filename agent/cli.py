@@ -61,9 +61,14 @@ def cmd_outbox_stats(args: argparse.Namespace) -> int:
         print(f"no outbox at {cfg.outbox.path} yet (the agent creates it on first start)", file=sys.stderr)
         return 1
     try:
-        stats = Outbox(cfg.outbox.path, max_bytes=cfg.outbox.max_bytes).stats()
+        box = Outbox(cfg.outbox.path, max_bytes=cfg.outbox.max_bytes)
+        stats = box.stats()
     except (OutboxError, Exception) as exc:  # noqa: BLE001 - report any unreadable file plainly
         print(f"cannot read outbox {cfg.outbox.path}: {exc}", file=sys.stderr)
+        return 1
+    if box.damage is not None:
+        print(f"outbox {cfg.outbox.path} is damaged ({box.damage}); the agent moves it aside and rebuilds it from its "
+              "readable rows at its next check or start", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps({"depth_by_topic": stats.depth_by_topic, "depth": sum(stats.depth_by_topic.values()),

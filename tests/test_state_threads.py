@@ -25,6 +25,9 @@ from agent.topics import Topics
 from tests.realparts import free_port, wait_for, write_agent_config
 from tests.test_state_corruption import AGENT_AET, MODALITY_AET, dx_files, require_storescu, storescu
 
+pytestmark = pytest.mark.integration
+INJECTED = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the death is the test
+
 
 def run_in_thread(sup: Supervisor) -> threading.Thread:
     thread = threading.Thread(target=sup.run, daemon=True)
@@ -32,6 +35,7 @@ def run_in_thread(sup: Supervisor) -> threading.Thread:
     return thread
 
 
+@INJECTED
 def test_dead_outbox_writer_means_0xa700_until_restarted(tmp_path, monkeypatch):
     require_storescu()
     outbox = Outbox(tmp_path / "outbox.db", max_bytes=64 * 1024 * 1024)
@@ -73,6 +77,7 @@ def test_dead_outbox_writer_means_0xa700_until_restarted(tmp_path, monkeypatch):
         thread.join(15)
 
 
+@INJECTED
 def test_dead_publisher_thread_is_restarted_and_delivery_goes_on(tmp_path, broker, subscriber, monkeypatch):
     cfg = load_config(write_agent_config(tmp_path / "agent", broker.port))
     outbox = Outbox(cfg.outbox.path, max_bytes=cfg.outbox.max_bytes)
