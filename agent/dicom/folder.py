@@ -14,16 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sqlite3
 import time
 from pathlib import Path
-
-import sqlite3
 
 import sqlite_utils
 from pydicom import dcmread
 
 from agent import statedb
-
 from agent.config import FolderIntakeConfig
 from agent.dicom.intake import DicomIntake
 from agent.dicom.statuses import CANNOT_UNDERSTAND, SUCCESS
@@ -31,8 +29,7 @@ from agent.supervisor import ThreadService
 
 log = logging.getLogger(__name__)
 
-HANDLED_SCHEMA = ("CREATE TABLE IF NOT EXISTS [handled] ([path] TEXT PRIMARY KEY, [size] INTEGER, [mtime_ns] INTEGER, "
-                  "[handled_at] FLOAT, [status] INTEGER)")
+STATE_TABLE = "handled"
 
 
 class FolderWatcher(ThreadService):
@@ -53,8 +50,8 @@ class FolderWatcher(ThreadService):
 
     def state_spec(self) -> statedb.Spec:
         """How agent.statedb rebuilds the folder-intake state: one table, lost rows adopted."""
-        return statedb.Spec("folder", self.state_path, lambda conn: conn.execute(HANDLED_SCHEMA),
-                            adopt=("handled",))
+        return statedb.Spec("folder", self.state_path, lambda conn: _create_table(sqlite_utils.Database(conn)),
+                            adopt=(STATE_TABLE,))
 
     def mark_damaged(self, detail: str) -> None:
         """Stop scanning until the thread has rebuilt the state file (files stay in the folder meanwhile)."""
@@ -74,11 +71,12 @@ class FolderWatcher(ThreadService):
         log.info("watching %s for DICOM files (settle %.1f s, then %s)", self.cfg.path, self.cfg.settle_s,
                  self.cfg.after)
 
-    def _open(self) -> sqlite_utils.Database:
+    def open_state(self) -> sqlite_utils.Database:
+        """The state file, checked first (rebuilt if damaged), its table created on first use."""
         self.recovery = statedb.ensure_sound(self.state_spec()) or self.recovery
         self.damage = None
         db = sqlite_utils.Database(self.state_path)
-        db.execute(HANDLED_SCHEMA)
+        _create_table(db)
         return db
 
     def _rebuild(self, db: sqlite_utils.Database) -> sqlite_utils.Database:
@@ -88,10 +86,10 @@ class FolderWatcher(ThreadService):
             log.error("could not rebuild folder-intake state %s: %s; trying again", self.state_path, exc)
             self._stop.wait(30.0)
             return db  # closed; the next pass tries the rebuild again
-        return self._open()
+        return self.open_state()
 
     def _run(self) -> None:
-        db = self._open()
+        db = self.open_state()
         missing_logged = False
         while not self._stop.wait(self.cfg.poll_s):
             if self.damage is not None:
@@ -172,3 +170,9 @@ class FolderWatcher(ThreadService):
             target = self.cfg.move_to / path.relative_to(self.cfg.path)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(path, target)
+
+
+def _create_table(db: sqlite_utils.Database) -> None:
+    """The state table (also how agent.statedb rebuilds a damaged file)."""
+    db[STATE_TABLE].create({"path": str, "size": int, "mtime_ns": int, "handled_at": float, "status": int},
+                           pk="path", if_not_exists=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -158,6 +159,8 @@ def _rebuild(spec: Spec, detail: str, moved: Path | None, at: datetime) -> Recov
         leftover.unlink(missing_ok=True)
     conn = sqlite3.connect(building, isolation_level=None)
     try:
+        if moved is not None:  # the new file gets the old one's permissions (state files are 0600)
+            os.chmod(building, stat.S_IMODE(moved.stat().st_mode))
         spec.create(conn)
         tables = _tables(conn)
         if moved is not None:
