@@ -199,3 +199,56 @@ def test_damaged_folder_state_is_rebuilt_by_the_folder_thread(tmp_path, sink):
     finally:
         watch.stop()
         watcher.stop()
+
+
+# ---- a rebuild interrupted by a crash --------------------------------------------------------------------------------
+def test_a_rebuild_interrupted_after_the_move_is_finished_at_the_next_start(tmp_path):
+    """The crash came after the damaged file was moved aside and before the new one was in place: the next start
+    must rebuild from the moved file, never start from an empty one."""
+    from datetime import datetime, timezone
+
+    from agent import statedb
+    from agent.statedb.guard import move_aside
+
+    path = tmp_path / "qc.db"
+    store = QcStore(path)
+    store.open()
+    fill_qc(store)
+    store.close()
+    path.chmod(0o600)
+    hit_interior(path, "readings")
+    moved = move_aside(path, datetime.now(timezone.utc))  # ... and the process died here
+    assert not path.exists() and moved.exists()
+
+    store = QcStore(path)
+    store.open()
+    try:
+        assert store.recovery is not None and store.recovery.damaged_copy == moved
+        assert store.one("SELECT count(*) AS n FROM readings")["n"] == ROWS
+        assert path.stat().st_mode & 0o777 == 0o600, "the rebuilt file keeps the state file's permissions"
+        assert not path.with_name("qc.db.recovering").exists()
+        assert statedb.check(path) is None
+    finally:
+        store.close()
+
+
+def test_a_move_interrupted_before_the_database_file_moved_gives_back_its_wal(tmp_path):
+    """The crash came after the WAL was renamed and before the database file was: the next start puts the WAL back
+    (its rows are committed data), finds the file sound and leaves it alone."""
+    from datetime import datetime, timezone
+
+    from agent.statedb.guard import _mark, aside_name, ensure_sound
+
+    path = tmp_path / "qc.db"
+    store = QcStore(path)
+    store.open()
+    fill_qc(store)  # committed in the WAL; the store stays open so the WAL is not folded into the file
+    target = aside_name(path, datetime.now(timezone.utc))
+    _mark(path, "moving", target)
+    Path(f"{path}-wal").rename(f"{target}-wal")
+    dead, store._conn = store._conn, None  # the process "died" here: no close, no checkpoint
+
+    assert ensure_sound(QcStore(path).state_spec()) is None
+    assert Path(f"{path}-wal").exists() and not Path(f"{target}-wal").exists()
+    assert count(path, "readings") == ROWS
+    dead.close()
