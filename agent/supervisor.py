@@ -5,9 +5,9 @@ main thread then stops each service in reverse start order, each in its own try 
 others running.
 
 A service that dies is restarted with a growing delay. One that cannot be started, or an essential one (the outbox, the
-publisher) that dies GIVE_UP_AFTER times without STABLE_S of life in between, stops the agent with exit status EXIT_SERVICE_FAILED (logged, naming it): a half-working
-agent must not go on answering its senders as if it were whole, and systemd's restart gives it a fresh start (which
-checks every state file first).
+publisher) that dies GIVE_UP_AFTER times without STABLE_S of life in between, stops the agent with exit status
+EXIT_SERVICE_FAILED (logged, naming it): a half-working agent must not go on answering its senders as if it were
+whole, and systemd's restart gives it a fresh start (which checks every state file first).
 """
 
 from __future__ import annotations

@@ -76,7 +76,6 @@ def test_disk_full_then_space_back(tmp_path, agent_factory):
     probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"user and mount namespaces are not available here: {probe.stderr.decode().strip()}")
-    from agent.daemon import build_agent  # noqa: F401 - imported so a broken import fails here, not in the child
     from tests.realparts import write_agent_config
     from tests.test_health_agent import http
 

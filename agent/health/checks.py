@@ -1,8 +1,8 @@
 """Liveness, readiness and pipeline progress as named checks: /livez, /readyz, the systemd watchdog and STATUS line.
 
 - live: the supervisor loop ticks (it also runs every periodic job, the watchdog feed among them).
-- ready: outbox sound, its last write succeeded, accepting, disk above health.disk_floor_mib, broker connected or down for less than
-  health.broker_grace_s, the DICOM listener and the web server bound.
+- ready: outbox sound, its last write succeeded and accepting, disk above health.disk_floor_mib, broker connected or
+  down for less than health.broker_grace_s, the DICOM listener and the web server bound, no state file damaged.
 - progress (watchdog): the outbox writer and the publisher's feeder threads are alive and not stuck.
 """
 
