@@ -72,8 +72,8 @@ class RepairableFile:
         self.recovery = statedb.recover_in_use(self.state_spec(), detail, close_all)
         self._open_and_migrate()
         self._keep_sequence()
-        self.damage = None
         self._start_writer()
+        self.damage = None  # after the writer runs: alive() never reads False in between (the supervisor watches)
         self.changed.set()
         return self.recovery
 
