@@ -6,6 +6,7 @@ a readiness check: down while a file is damaged and not yet rebuilt, degraded fo
 from __future__ import annotations
 
 import time
+
 from agent.health.equipment import _Tracked
 from agent.payloads.equipment import EquipmentStatus
 
@@ -34,9 +35,11 @@ class StateFileTracker(_Tracked):
         return "ok", None
 
     def state(self) -> str:
+        """ok, degraded or down now."""
         return self._moved(self.problem()[0])
 
     def status(self, site: str, room: str, msg_id: str) -> EquipmentStatus:
+        """The payload describing the file now (last_reading_at: when it was last rebuilt)."""
         state, error = self.problem()
         self._moved(state)
         recovery = getattr(self.owner, "recovery", None)
@@ -44,7 +47,6 @@ class StateFileTracker(_Tracked):
             msg_id=msg_id, site=site, room=room, device_id=self.device_id, device_type="state-file", state=state,
             since=self._since, endpoint=str(self.path), last_error=error,
             last_reading_at=recovery.at if recovery is not None else None)
-
 
 
 def add_state_watch(cfg, supervisor, outbox, publisher, view, reporter, owners: list[tuple[str, object]]) -> None:
