@@ -39,14 +39,12 @@ class StateFileTracker(_Tracked):
         return self._moved(self.problem()[0])
 
     def status(self, site: str, room: str, msg_id: str) -> EquipmentStatus:
-        """The payload describing the file now (last_reading_at: when it was last rebuilt)."""
+        """The payload describing the file now (`since`: when it was found damaged, or rebuilt)."""
         state, error = self.problem()
         self._moved(state)
-        recovery = getattr(self.owner, "recovery", None)
         return EquipmentStatus(
             msg_id=msg_id, site=site, room=room, device_id=self.device_id, device_type="state-file", state=state,
-            since=self._since, endpoint=str(self.path), last_error=error,
-            last_reading_at=recovery.at if recovery is not None else None)
+            since=self._since, endpoint=str(self.path), last_error=error)
 
 
 def add_state_watch(cfg, supervisor, outbox, publisher, view, reporter, owners: list[tuple[str, object]]) -> None:
