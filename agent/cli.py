@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     os.umask(PRIVATE_UMASK)  # whatever else the agent writes is its own too (state files set their modes anyway)
     try:
-        build_agent(cfg).run()
+        return build_agent(cfg).run()  # 0, or 3 when a service could not be kept running (agent.supervisor)
     except OSError as exc:
         if exc.errno not in BIND_ERRNOS:
             raise
@@ -86,7 +86,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG  # a port taken between the check above and the listener's start
     finally:
         lock.release()
-    return 0
 
 
 def _open_outbox(cfg: Config):
@@ -107,6 +106,10 @@ def cmd_outbox_stats(args: argparse.Namespace) -> int:
         stats, parked = box.stats(), box.parked_messages()
     except Exception as exc:  # noqa: BLE001 - report any unreadable file plainly
         print(f"cannot read outbox {cfg.outbox.path}: {exc}", file=sys.stderr)
+        return 1
+    if box.damage is not None:
+        print(f"outbox {cfg.outbox.path} is damaged ({box.damage}); the agent moves it aside and rebuilds it from its "
+              "readable rows at its next check or start", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps({"depth_by_topic": stats.depth_by_topic, "depth": sum(stats.depth_by_topic.values()),

@@ -129,6 +129,8 @@ class OutboxConfig(Section):
     telemetry_max_age_s: float = Field(86400, gt=0, description="Undelivered status/health samples older than this expire.")
     dedupe_days: float = Field(30, gt=0, description="How long delivered msg_ids are remembered to drop re-sends.")
     shares: OutboxShares = OutboxShares()
+    check_every_s: float = Field(900, ge=1, description="Integrity check (PRAGMA quick_check) of every state database "
+                                                        "while running, every this many seconds; also at start.")
 
 
 class FolderIntakeConfig(Section):

@@ -10,6 +10,7 @@ from agent import __version__
 from agent.config import Config
 from agent.dose.monitor import DoseMonitor, dose_monitor
 from agent.logs import REPEATS
+from agent.health.statefiles import add_state_watch
 from agent.health.wiring import Operations, add_endpoints, add_reporting
 from agent.outbox import Outbox
 from agent.pseudonym import load_secret
@@ -37,12 +38,13 @@ class Agent:
     dose: DoseMonitor | None = None  # dose.request_summary() publishes the day so far (for the command topic)
     ops: Operations | None = None  # equipment, health, commands, web endpoints, systemd notification
 
-    def run(self) -> None:
+    def run(self) -> int:
         log.info("xray-agent %s starting: site %s room %s, broker %s, outbox %s", __version__, self.cfg.site.id,
                  self.cfg.site.room, self.cfg.mqtt.url, self.cfg.outbox.path)
         self.supervisor.install_signal_handlers()
-        self.supervisor.run()
-        log.info("xray-agent stopped")
+        status = self.supervisor.run()
+        log.info("xray-agent stopped%s", f" (exit status {status})" if status else "")
+        return status
 
 
 def build_agent(cfg: Config) -> Agent:
@@ -54,8 +56,8 @@ def build_agent(cfg: Config) -> Agent:
     publisher = Publisher(cfg, outbox)
     sink = Sink(outbox, Topics(cfg.mqtt.topic_prefix, cfg.site.id, cfg.site.room))
     supervisor = Supervisor()
-    supervisor.add("outbox", outbox)
-    supervisor.add("publisher", publisher)
+    supervisor.add("outbox", outbox, essential=True)
+    supervisor.add("publisher", publisher, essential=True)
     ops = add_reporting(cfg, outbox, publisher, sink, supervisor)  # stopped after the intakes: final states go out
     dose = dose_monitor(cfg, sink)  # started before the intakes: its derive hook evaluates their events
     if dose is not None:
@@ -69,6 +71,9 @@ def build_agent(cfg: Config) -> Agent:
         supervisor.add(name, service)
     add_endpoints(ops, intakes)
     add_qc_page(qc, ops.web)
+    owners = [("dose", dose)] if dose is not None else []
+    owners += [("qc", qc.store)] + [("folder", s) for n, s in intakes if n == "dicom-folder"]
+    add_state_watch(cfg, supervisor, outbox, publisher, ops.view, ops.equipment, owners)
     supervisor.every_tick(publisher.check_status)
     supervisor.every_tick(_maintainer(outbox))
     supervisor.every_tick(REPEATS.flush)  # the once-a-minute counts of rate-limited log lines

@@ -12,6 +12,12 @@ outage) never refuses another (DICOM).
 
 Parking: a message the broker refuses (MQTT 5 PUBACK reason code >= 0x80) or that is larger than the broker accepts is
 parked: it stays in the file with the reason, out of the delivery order, until `retry_parked()` releases it.
+
+Damage (agent.statedb): the file is checked before the writer starts and rebuilt from its readable rows if damaged. A
+read or write that meets damage while running marks the outbox damaged: every enqueue then raises OutboxDamaged (the
+intakes refuse: 0xA700, readings held), reads return nothing, and `on_damage` wakes the integrity watch, which calls
+`repair()`. Disk full: `write_error` holds the last write's failure until a write succeeds again; the first success
+after a failure checkpoints and truncates the WAL, so the space the outage's WAL took is given back at once.
 """
 
 from __future__ import annotations
@@ -26,13 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
-from agent.privacy.files import private_sqlite
+from agent import statedb
+from agent.outbox_repair import RepairableFile, after_rebuild, guarded_read, truncate_wal
+from agent.privacy.files import private_dir, private_sqlite
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 10_000
 MAX_OPS_PER_COMMIT = 512
 REFUSING_CLEARS_BELOW = 0.9  # hysteresis: stop reporting "full" only once 10% is free again
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # after a checkpoint the WAL is cut back to this (PRAGMA journal_size_limit)
 
 
 class OutboxError(Exception):
@@ -41,6 +50,10 @@ class OutboxError(Exception):
 
 class OutboxFull(OutboxError):
     """The outbox is at its configured size; a message that must not be dropped was refused. Retry later."""
+
+
+class OutboxDamaged(OutboxError):
+    """The outbox file is damaged and being rebuilt; nothing is stored (or acknowledged) until it is."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,7 @@ class _Op:
     park: tuple[tuple[int, str], ...] = ()  # (seq, reason)
     unpark: bool = False
     released: int = 0
+    probe: bool = False  # a one-page write, to learn whether writes succeed again after a failure
     done: threading.Event = field(default_factory=threading.Event)
     inserted: list[bool] = field(default_factory=list)
     error: Exception | None = None
@@ -154,6 +168,7 @@ def connect(path: Path) -> sqlite3.Connection:
     # FULL: with WAL, NORMAL may lose the last commits on power loss; an acknowledged C-STORE must survive that.
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA wal_autocheckpoint = 8000")
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
     return conn
 
 
@@ -188,7 +203,7 @@ def _split_sql(script: str) -> list[str]:
     return [s for s in statements if s]
 
 
-class Outbox:
+class Outbox(RepairableFile):
     """Durable FIFO of outgoing messages with idempotent enqueue, coalescing and a size bound."""
 
     def __init__(self, path: Path, *, max_bytes: int, telemetry_max_age_s: float = 86400,
@@ -207,29 +222,75 @@ class Outbox:
         self._read_local = threading.local()
         self.changed = threading.Event()  # set after a commit that added messages; the publisher waits on it
         self.busy_since: float | None = None  # monotonic start of the commit in progress (watchdog: a stalled disk)
+        self.write_error: str | None = None  # why the last write failed; None once a write succeeded (readiness)
+        self.damage: str | None = None  # what is wrong with the file, until repair() has rebuilt it
+        self.recovery: statedb.Recovery | None = None  # the last rebuild (at start or while running)
+        self.on_damage: Callable[[str], None] | None = None  # the integrity watch's wake-up
+        self._read_gate = threading.RLock()  # repair() waits for reads in progress; reentrant: a read may call another
+        self._readers: list[sqlite3.Connection] = []
+        self._generation = 0  # bumped by repair(): threads reopen their read connection on the new file
+        self._truncate_wal = False
+        self.high_seq = 0  # the highest sequence number this process stored (kept across a rebuild)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Create or upgrade the file, then start the writer thread."""
-        private_sqlite(self.path)  # 0600, and so its -wal/-shm
+        """Check the file (rebuilding it if damaged), create or upgrade it, then start the writer thread."""
+        private_dir(self.path.parent)  # checked before the file is created: a missing file may be
+        # one a crash left moved aside mid-rebuild (agent.statedb resumes it), never an empty new one
+        try:
+            self.recovery = statedb.ensure_sound(self.state_spec()) or self.recovery
+            private_sqlite(self.path)  # 0600, and so its -wal/-shm
+        except (OSError, sqlite3.Error) as exc:  # damaged and cannot be rebuilt now (disk full): refuse, watch retries
+            self.damage = f"{statedb.check(self.path) or 'damaged'}; rebuild failed: {exc}"
+            log.error("outbox %s is damaged and could not be rebuilt (%s): refusing every message until it is",
+                      self.path, exc)
+            return
+        try:
+            self._open_and_migrate()
+        except sqlite3.DatabaseError as exc:
+            if not statedb.is_damage(exc):
+                raise
+            self.recovery = statedb.recover(self.state_spec(), str(exc))
+            self._open_and_migrate()
+        self.damage = None
+        self._start_writer()
+
+    def _open_and_migrate(self) -> None:
         conn = connect(self.path)
         try:
             migrate(conn)
         finally:
             conn.close()
+
+    def state_spec(self) -> statedb.Spec:
+        """How agent.statedb rebuilds this file: the migrations, lost message rows adopted, totals recounted."""
+        return statedb.Spec("outbox", self.path, migrate, adopt=("messages",), fixup=after_rebuild)
+
+    def _start_writer(self) -> None:
+        _fail_all(self._ops, OutboxError("outbox restarted"))  # a dead writer's leftovers (and its stop sentinel)
         self._thread = threading.Thread(target=self._writer, name="outbox-writer", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Commit what is queued, then stop the writer."""
+        try:
+            self._stop_writer(timeout)
+        except OSError as exc:
+            log.error("%s", exc)
+            self._thread = None
+
+    def _stop_writer(self, timeout: float) -> None:
         if self._thread is None:
             return
         self._ops.put(None)
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise OSError(f"outbox writer did not stop within {timeout:.0f} s (disk stalled?)")
         self._thread = None
 
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """The writer runs, or the file is damaged and refusing (the integrity watch owns it until rebuilt)."""
+        return self.damage is not None or (self._thread is not None and self._thread.is_alive())
 
     # ---- writing ---------------------------------------------------------------------------------------------
     def enqueue(self, messages: Iterable[OutMessage], timeout: float = 30.0) -> list[bool]:
@@ -245,6 +306,8 @@ class Outbox:
     def ack(self, acks: Iterable[tuple[int, str, bool]], wait: bool = False) -> None:
         """Remove published messages by (seq, msg_id, remember): remember keeps msg_id to drop later re-sends."""
         op = _Op(acks=tuple(acks))
+        if self.damage is not None:
+            return  # the rows stay and are sent again after the rebuild (subscribers drop the repeats by msg_id)
         if wait:
             self._submit(op, 30.0)
         elif self.alive():
@@ -267,7 +330,13 @@ class Outbox:
         """Expire stale telemetry and forget old delivered ids (the supervisor calls this now and then)."""
         self._submit(_Op(maintain=True), 30.0)
 
+    def probe(self) -> None:
+        """One small write (readiness after a failed write: succeeds once the disk takes writes again)."""
+        self._submit(_Op(probe=True), 30.0)
+
     def _submit(self, op: _Op, timeout: float) -> None:
+        if self.damage is not None:
+            raise OutboxDamaged(f"outbox is damaged and being rebuilt ({self.damage})")
         if not self.alive():
             raise OutboxError("outbox is not running")
         self._ops.put(op)
@@ -277,7 +346,12 @@ class Outbox:
             raise op.error
 
     def _writer(self) -> None:
-        conn = connect(self.path)
+        batch: list[_Op] = []
+        try:
+            conn = connect(self.path)
+        except Exception as exc:
+            _fail_all(self._ops, OutboxError(f"outbox cannot be opened: {exc}"))
+            raise
         try:
             while True:
                 op = self._ops.get()
@@ -296,7 +370,19 @@ class Outbox:
                 self.busy_since = time.monotonic()
                 self._commit(conn, batch)
                 self.busy_since = None
+        except BaseException as exc:
+            # A dying writer fails everything waiting for it at once (the intakes answer 0xA700 now, not after a
+            # 30 s timeout) and alive() turns False, so nothing is acknowledged until the supervisor restarts it.
+            log.critical("outbox writer died: %r", exc, exc_info=True)
+            error = OutboxError(f"outbox writer died: {exc!r}")
+            for op in batch:
+                if not op.done.is_set():
+                    op.error = op.error or error
+                    op.done.set()
+            _fail_all(self._ops, error)
+            raise
         finally:
+            self.busy_since = None
             conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
@@ -312,10 +398,22 @@ class Outbox:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(conn)
-            log.error("outbox write failed: %s (file %s)", exc, self.path)
+            if self.write_error is None:  # once per outage: a full disk fails every write until space returns
+                log.error("outbox write failed: %s (file %s); refusing until a write succeeds again", exc, self.path)
+            else:
+                log.debug("outbox write failed again: %s", exc)
+            self.write_error = str(exc)
             for op in batch:
                 op.inserted = []
                 op.error = op.error or OutboxError(f"outbox write failed: {exc}")
+            if statedb.is_damage(exc):
+                self.mark_damaged(str(exc))
+        else:
+            if self.write_error is not None:
+                log.warning("outbox writes succeed again (after: %s)", self.write_error)
+                self.write_error, self._truncate_wal = None, True
+            if self._truncate_wal:
+                self._truncate_wal = not truncate_wal(conn)
         for op in batch:
             op.done.set()
         if added:
@@ -375,6 +473,9 @@ class Outbox:
         if op.maintain:
             self._expire(conn, now)
             return conn.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()[0], False
+        if op.probe:
+            conn.execute("UPDATE totals SET bytes = bytes WHERE id = 1")  # rewrites one page: a real write
+            return used, False
         conn.execute("SAVEPOINT op")
         inserted = []
         for msg in op.messages:
@@ -401,7 +502,10 @@ class Outbox:
             "INSERT OR IGNORE INTO messages (msg_id, topic, payload, retain, coalesce, created_at, share) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (msg.msg_id, msg.topic, msg.payload, int(msg.retain), int(msg.coalesce), now, msg.share))
-        return cur.rowcount == 1
+        if cur.rowcount != 1:
+            return False
+        self.high_seq = cur.lastrowid
+        return True
 
     def _refuse(self, conn: sqlite3.Connection, msg: OutMessage, why: str) -> None:
         _bump(conn, "refused", 1)
@@ -423,11 +527,13 @@ class Outbox:
     # ---- reading ---------------------------------------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._read_local, "conn", None)
-        if conn is None:
+        if conn is None or getattr(self._read_local, "generation", None) != self._generation:
             conn = connect(self.path)
-            self._read_local.conn = conn
+            self._read_local.conn, self._read_local.generation = conn, self._generation
+            self._readers.append(conn)
         return conn
 
+    @guarded_read([])
     def fetch_after(self, seq: int, limit: int) -> list[StoredMessage]:
         """Undelivered messages with seq greater than `seq`, oldest first (FIFO per topic follows); parked ones are
         left out."""
@@ -440,21 +546,25 @@ class Outbox:
         return [StoredMessage(r[0], r[1], r[2], bytes.fromhex(r[3]), bool(r[4]), bool(r[5])) for r in rows]
 
     @property
+    @guarded_read(False)
     def refusing(self) -> bool:
         """True while exposure-class messages are refused for lack of room (whichever process refused them)."""
         row = self._reader().execute("SELECT value FROM counters WHERE name = 'refusing'").fetchone()
         return bool(row and row[0])
 
     @property
+    @guarded_read(0)
     def retried_total(self) -> int:
         """Parked messages put back into the delivery order over the file's life (the publisher watches it)."""
         row = self._reader().execute("SELECT value FROM counters WHERE name = 'retried'").fetchone()
         return row[0] if row else 0
 
+    @guarded_read(0)
     def parked_count(self) -> int:
         """Messages parked now."""
         return self._reader().execute("SELECT count(*) FROM messages WHERE parked IS NOT NULL").fetchone()[0]
 
+    @guarded_read([])
     def parked_messages(self, limit: int = 100) -> list[ParkedMessage]:
         """The oldest parked messages with the reason the broker did not take them."""
         rows = self._reader().execute(
@@ -463,15 +573,18 @@ class Outbox:
         return [ParkedMessage(*row) for row in rows]
 
     @property
+    @guarded_read(0)
     def refused_total(self) -> int:
         """Messages refused for lack of room over the life of this outbox file."""
         row = self._reader().execute("SELECT value FROM counters WHERE name = 'refused'").fetchone()
         return row[0] if row else 0
 
+    @guarded_read(0)
     def depth(self) -> int:
         """Number of undelivered messages."""
         return self._reader().execute("SELECT count(*) FROM messages").fetchone()[0]
 
+    @guarded_read(lambda self: OutboxStats({}, None, 0, self.max_bytes, {}))
     def stats(self) -> OutboxStats:
         """Depth per topic, oldest undelivered age, bytes used and the event counters."""
         conn = self._reader()
@@ -487,10 +600,25 @@ class Outbox:
 
     def close_reader(self) -> None:
         """Close this thread's read connection (call from the thread that read)."""
-        conn = getattr(self._read_local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._read_local.conn = None
+        with self._read_gate:
+            conn = getattr(self._read_local, "conn", None)
+            if conn is not None:
+                if conn in self._readers:
+                    self._readers.remove(conn)
+                conn.close()
+                self._read_local.conn = None
+
+
+def _fail_all(ops: queue.Queue, error: Exception) -> None:
+    """Answer every op still queued with `error` (dropping stop sentinels)."""
+    while True:
+        try:
+            op = ops.get_nowait()
+        except queue.Empty:
+            return
+        if op is not None:
+            op.inserted, op.error = [], error
+            op.done.set()
 
 
 def _set_flag(conn: sqlite3.Connection, name: str, value: int) -> bool:

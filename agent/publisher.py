@@ -79,6 +79,8 @@ class Publisher:
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Start the feeder thread (again, after stop(): the supervisor restarts a publisher whose thread died)."""
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
         self._thread.start()
 
@@ -308,6 +310,7 @@ class Publisher:
         return AgentStatus(msg_id=new_msg_id(), site=self.cfg.site.id, room=self.cfg.site.room, online=online,
                            version=__version__, boot_id=self.boot_id, config_hash=self.cfg.config_hash,
                            reason=reason, outbox_full=self.outbox.refusing,
+                           outbox_damaged=self.outbox.damage is not None,
                            outbox_refused_total=self.outbox.refused_total, outbox_parked=self.outbox.parked_count())
 
     def _outbox_figures(self) -> tuple:

@@ -3,6 +3,11 @@
 A service is anything with `name`, `start()`, `stop()` and `alive()`. SIGTERM and SIGINT only set the stop event; the
 main thread then stops each service in reverse start order, each in its own try block so one failure cannot keep the
 others running.
+
+A service that dies is restarted with a growing delay. One that cannot be started, or an essential one (the outbox, the
+publisher) that dies GIVE_UP_AFTER times without STABLE_S of life in between, stops the agent with exit status
+EXIT_SERVICE_FAILED (logged, naming it): a half-working agent must not go on answering its senders as if it were
+whole, and systemd's restart gives it a fresh start (which checks every state file first).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.5
 RESTART_MAX_S = 60.0
+GIVE_UP_AFTER = 5  # deaths in a row...
+STABLE_S = 300.0  # ...without this much life between them
+EXIT_SERVICE_FAILED = 3  # a service could not be kept running (systemd: Restart=on-failure restarts the agent)
 
 
 class Service(Protocol):
@@ -64,6 +72,8 @@ class _Entry:
     service: Service
     failures: int = 0
     restart_at: float = 0.0
+    started_at: float = 0.0
+    essential: bool = False
 
 
 @dataclass
@@ -72,11 +82,13 @@ class Supervisor:
 
     stop_event: threading.Event = field(default_factory=threading.Event)
     last_tick: float = field(default_factory=time.monotonic)
+    exit_status: int = 0  # EXIT_SERVICE_FAILED once the supervisor gave up on a service
     _entries: list[_Entry] = field(default_factory=list)
     _periodic: list[Callable[[], None]] = field(default_factory=list)
 
-    def add(self, name: str, service: Service) -> None:
-        self._entries.append(_Entry(name, service))
+    def add(self, name: str, service: Service, essential: bool = False) -> None:
+        """Add a service in start order; essential: the agent stops rather than run on without it."""
+        self._entries.append(_Entry(name, service, essential=essential))
 
     def every_tick(self, fn: Callable[[], None]) -> None:
         self._periodic.append(fn)
@@ -90,12 +102,20 @@ class Supervisor:
         log.info("received %s; stopping", signal.Signals(signum).name)
         self.stop_event.set()
 
-    def run(self) -> None:
-        """Start every service, watch them until the stop event, then stop them in reverse order."""
+    def run(self) -> int:
+        """Start every service, watch them until the stop event, then stop them in reverse order; returns the exit
+        status (0, or EXIT_SERVICE_FAILED)."""
         started: list[_Entry] = []
         try:
             for entry in self._entries:
-                entry.service.start()
+                try:
+                    entry.service.start()
+                except Exception as exc:  # noqa: BLE001 - named, then the agent stops with a distinct status
+                    log.critical("could not start %s: %s; stopping the agent (exit status %d)", entry.name, exc,
+                                 EXIT_SERVICE_FAILED, exc_info=True)
+                    self.exit_status = EXIT_SERVICE_FAILED
+                    return self.exit_status
+                entry.started_at = time.monotonic()
                 started.append(entry)
                 log.debug("started %s", entry.name)
             while not self.stop_event.wait(TICK_S):
@@ -105,12 +125,23 @@ class Supervisor:
                     _guarded(fn)
         finally:
             self._stop_all(started)
+        return self.exit_status
 
     def _watch(self, entries: list[_Entry]) -> None:
         now = time.monotonic()
         for entry in entries:
-            if entry.service.alive() or now < entry.restart_at:
+            if entry.service.alive():
+                if entry.failures and now - entry.started_at > STABLE_S:
+                    entry.failures = 0
                 continue
+            if now < entry.restart_at:
+                continue
+            if entry.essential and entry.failures >= GIVE_UP_AFTER:
+                log.critical("%s died %d times without running %.0f s in between; stopping the agent (exit "
+                             "status %d)", entry.name, entry.failures + 1, STABLE_S, EXIT_SERVICE_FAILED)
+                self.exit_status = EXIT_SERVICE_FAILED
+                self.stop_event.set()
+                return
             entry.failures += 1
             delay = min(RESTART_MAX_S, 2.0 ** entry.failures)
             entry.restart_at = now + delay
@@ -118,6 +149,7 @@ class Supervisor:
                       entry.name, entry.failures, delay)
             _guarded(entry.service.stop)
             _guarded(entry.service.start)
+            entry.started_at = time.monotonic()
 
     def _stop_all(self, started: list[_Entry]) -> None:
         for entry in reversed(started):

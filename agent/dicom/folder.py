@@ -14,6 +14,9 @@ A settled file may still be incomplete: a copy that paused longer than settle_s,
 Such a file (open for writing by any process, or not complete to its end: completeness.py) is not read, published or
 deleted: it is waited for, logged once, and handled when it completes. After `incomplete_wait_s` without completing it
 is quarantined and counted as incomplete, and left in place; if it changes later it is handled afresh.
+
+The state file is checked when the thread opens it and rebuilt from its readable rows if damaged (agent.statedb);
+damage met while running stops the scanning (files stay where they are) until the thread has rebuilt it.
 """
 
 from __future__ import annotations
@@ -23,17 +26,19 @@ import fcntl
 import logging
 import os
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 
 import sqlite_utils
 
+from agent import statedb
 from agent.config import FolderIntakeConfig
 from agent.dicom.intake import DicomIntake
 from agent.dicom.reading import IncompleteObject, read_file
 from agent.dicom.receive import ObjectTooLarge
 from agent.dicom.statuses import CANNOT_UNDERSTAND, SUCCESS
-from agent.privacy.files import private_sqlite
+from agent.privacy.files import private_dir, private_sqlite
 from agent.pseudonym import make_ref
 from agent.supervisor import ThreadService
 
@@ -95,6 +100,7 @@ def _writer_in_proc(path: Path) -> bool:
     return False
 
 
+
 class FolderWatcher(ThreadService):
     """Polls a folder and feeds settled files to the intake."""
 
@@ -110,16 +116,49 @@ class FolderWatcher(ThreadService):
         self.state_path = Path(state_path)
         self._seen: dict[Path, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, first seen unchanged at)
         self._waiting: dict[Path, tuple[int, int, float]] = {}  # incomplete: path -> (size, mtime_ns, since)
+        self.damage: str | None = None  # the state file is damaged: nothing is read until this thread rebuilt it
+        self.recovery: statedb.Recovery | None = None
+        self.on_damage = None  # the integrity watch's wake-up
+
+    def state_spec(self) -> statedb.Spec:
+        """How agent.statedb rebuilds the folder-intake state: one table, lost rows adopted."""
+        return statedb.Spec("folder", self.state_path, lambda conn: _create_table(sqlite_utils.Database(conn)),
+                            adopt=(STATE_TABLE,))
+
+    def mark_damaged(self, detail: str) -> None:
+        """Stop scanning until the thread has rebuilt the state file (files stay in the folder meanwhile)."""
+        if self.damage is None:
+            self.damage = detail
+            log.error("folder-intake state %s is damaged (%s): no file is read until it is rebuilt",
+                      self.state_path, detail)
+            if self.on_damage is not None:
+                self.on_damage(detail)
+
+    def repair(self, detail: str) -> None:
+        """Ask the folder thread (which owns the connection) to rebuild the file on its next pass."""
+        self.mark_damaged(detail)
 
     def start(self) -> None:
         super().start()
         log.info("watching %s for DICOM files (settle %.1f s, then %s)", self.cfg.path, self.cfg.settle_s,
                  self.cfg.after)
 
+    def _rebuild(self, db: sqlite_utils.Database) -> sqlite_utils.Database:
+        try:
+            self.recovery = statedb.recover_in_use(self.state_spec(), self.damage, db.close)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("could not rebuild folder-intake state %s: %s; trying again", self.state_path, exc)
+            self._stop.wait(30.0)
+            return db  # closed; the next pass tries the rebuild again
+        return self.open_state()
+
     def _run(self) -> None:
         db = self.open_state()
         missing_logged = False
         while not self._stop.wait(self.cfg.poll_s):
+            if self.damage is not None:
+                db = self._rebuild(db)
+                continue
             try:
                 self.scan(db)
                 missing_logged = False
@@ -127,14 +166,23 @@ class FolderWatcher(ThreadService):
                 if not missing_logged:
                     log.error("watched folder %s does not exist (dicom.folder.path); waiting for it", self.cfg.path)
                     missing_logged = True
+            except sqlite3.DatabaseError as exc:
+                if not statedb.is_damage(exc):
+                    raise
+                self.mark_damaged(str(exc))
         db.close()
 
     def open_state(self) -> sqlite_utils.Database:
-        """The state file (0600), its table keyed by path ref; a table of clear paths left by an earlier agent is
-        carried over as refs and dropped, and the file vacuumed so the names leave its free pages too."""
-        db = sqlite_utils.Database(private_sqlite(self.state_path))
-        db[STATE_TABLE].create({"path_ref": str, "size": int, "mtime_ns": int, "handled_at": float, "status": int},
-                               pk="path_ref", if_not_exists=True)
+        """The state file (0600), checked first (rebuilt if damaged: agent.statedb), its table keyed by path ref; a
+        table of clear paths left by an earlier agent is carried over as refs and dropped, and the file vacuumed so
+        the names leave its free pages too."""
+        private_dir(self.state_path.parent)  # checked before the file is created: a missing file may be
+        # one a crash left moved aside mid-rebuild (agent.statedb resumes it), never an empty new one
+        self.recovery = statedb.ensure_sound(self.state_spec()) or self.recovery
+        private_sqlite(self.state_path)  # 0600, and so its -wal/-shm
+        self.damage = None
+        db = sqlite_utils.Database(self.state_path)
+        _create_table(db)
         if LEGACY_TABLE in db.table_names():
             rows = [{"path_ref": self._ref(Path(row["path"])), **{k: row[k] for k in ("size", "mtime_ns",
                      "handled_at", "status")}} for row in db[LEGACY_TABLE].rows]
@@ -258,3 +306,9 @@ class FolderWatcher(ThreadService):
             target = self.cfg.move_to / path.relative_to(self.cfg.path)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(path, target)
+
+
+def _create_table(db: sqlite_utils.Database) -> None:
+    """The state table (also how agent.statedb rebuilds a damaged file)."""
+    db[STATE_TABLE].create({"path_ref": str, "size": int, "mtime_ns": int, "handled_at": float, "status": int},
+                           pk="path_ref", if_not_exists=True)

@@ -20,6 +20,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+from agent.statedb import is_damage
 
 from agent.privacy.files import private_sqlite
 
@@ -78,6 +81,16 @@ PRUNE = ("DELETE FROM exposures WHERE at < ?1", "DELETE FROM alerts WHERE at < ?
          "DELETE FROM study_reports WHERE updated_at < ?1")
 
 
+def create_schema(conn: sqlite3.Connection, path: Path | None = None) -> None:
+    """Create or upgrade the history schema on `conn` (also how agent.statedb rebuilds a damaged file)."""
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise HistoryError(f"dose history {path} has schema {found}, newer than this agent's "
+                           f"{SCHEMA_VERSION}; upgrade the agent or move the file aside")
+    for version in range(found, SCHEMA_VERSION):
+        conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[version]}; PRAGMA user_version = {version + 1}; COMMIT;")
+
+
 class HistoryError(Exception):
     """The history file cannot be used (newer schema, unreadable)."""
 
@@ -127,13 +140,7 @@ class History:
             raise
 
     def _migrate(self) -> None:
-        found = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if found > SCHEMA_VERSION:
-            raise HistoryError(f"dose history {self.path} has schema {found}, newer than this agent's "
-                               f"{SCHEMA_VERSION}; upgrade the agent or move the file aside")
-        for version in range(found, SCHEMA_VERSION):
-            self.conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[version]}; PRAGMA user_version = {version + 1}; "
-                                    "COMMIT;")
+        create_schema(self.conn, self.path)
 
     def close(self) -> None:
         with self.lock:
@@ -195,8 +202,9 @@ class History:
 class HistoryWriter:
     """The thread that commits the monitor's rows, many objects per transaction."""
 
-    def __init__(self, history: History):
+    def __init__(self, history: History, on_damage: Callable[[str], None] | None = None):
         self.history = history
+        self.on_damage = on_damage  # called when a commit meets a damaged file (agent.statedb)
         self._ops: queue.Queue[tuple[str, tuple] | threading.Event | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._failing = False
@@ -211,6 +219,9 @@ class HistoryWriter:
             self._ops.put(None)
             self._thread.join(timeout)
             self._thread = None
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def put(self, *ops: tuple[str, tuple]) -> None:
         for op in ops:
@@ -260,6 +271,8 @@ class HistoryWriter:
                 log.error("dose history %s not written (%s): summaries will miss these exposures "
                           "(logged once until it recovers)", self.history.path, exc)
             self._failing = True
+            if self.on_damage is not None and is_damage(exc):
+                self.on_damage(str(exc))
             return
         if self._failing:
             self._failing = False

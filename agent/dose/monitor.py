@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 from zoneinfo import ZoneInfo
 
+from agent import statedb
 from agent.dose import history as h
 from agent.dose.evaluate import DrlMatcher, MatchKey, crossed, di_band, exposure_findings, to_alert
 from agent.dose.history import History, HistoryError, HistoryWriter
@@ -83,12 +84,16 @@ class DoseMonitor:
         self._last_daily_end: datetime | None = None
         self._summary_retry_at: datetime | None = None
         self._prune_at: datetime | None = None
+        self.damage: str | None = None  # the history file is damaged and not yet rebuilt (agent.statedb)
+        self.recovery: statedb.Recovery | None = None
+        self.on_damage: Callable[[str], None] | None = None  # the integrity watch's wake-up
 
     # ---- service -------------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Open the history and load what evaluation needs; without a usable file, run from memory (logged)."""
         stored = None
         try:
+            self.recovery = statedb.ensure_sound(self.state_spec()) or self.recovery
             self.history = History(self.history_path)
             self._known_studies, self._ledger = self.history.study_refs(), self.history.alert_ledger()
             stored = self.history.get_meta(LAST_DAILY_KEY)
@@ -99,7 +104,7 @@ class DoseMonitor:
                 self.history.close()
             self.history = None
         if self.history is not None:
-            self.writer = HistoryWriter(self.history)
+            self.writer = HistoryWriter(self.history, self.mark_damaged)
             self.writer.start()
             if stored is None:  # the first start ever: the current day is the first period
                 stored = period_end(self.clock(), self.summary_at, self.zone).isoformat()
@@ -117,7 +122,47 @@ class DoseMonitor:
             self.history = None
 
     def alive(self) -> bool:
-        return self._running
+        """Running, and its history writer (when it has one) has not died."""
+        writer = self.writer
+        return self._running and (writer is None or writer.alive())
+
+    # ---- a damaged history file ----------------------------------------------------------------------------------
+    def state_spec(self) -> statedb.Spec:
+        """How agent.statedb rebuilds dose.db: its schema; lost exposure rows adopted by column count."""
+        return statedb.Spec("dose", self.history_path, lambda conn: h.create_schema(conn, self.history_path),
+                            adopt=("exposures",))
+
+    def mark_damaged(self, detail: str) -> None:
+        """The history file is damaged: say so, wake the integrity watch (evaluation goes on from memory)."""
+        if self.damage is None:
+            self.damage = detail
+            log.error("dose history %s is damaged (%s); rebuilding it from its readable rows", self.history_path,
+                      detail)
+            if self.on_damage is not None:
+                self.on_damage(detail)
+
+    def repair(self, detail: str) -> None:
+        """Rebuild dose.db from its readable rows and reopen it; the monitor's memory is kept."""
+        self.mark_damaged(detail)
+
+        def close_all() -> None:
+            with self._lock:
+                writer, history, self.writer, self.history = self.writer, self.history, None, None
+            if writer is not None:
+                writer.stop()
+            if history is not None:
+                history.close()
+
+        self.recovery = statedb.recover_in_use(self.state_spec(), detail, close_all)
+        history = History(self.history_path)
+        writer = HistoryWriter(history, self.mark_damaged)
+        writer.start()
+        with self._lock:
+            self.history, self.writer = history, writer
+            self._known_studies |= history.study_refs()
+            for msg_id, entry in history.alert_ledger().items():
+                self._ledger.setdefault(msg_id, entry)
+        self.damage = None
 
     # ---- the intake hook -----------------------------------------------------------------------------------------
     def derive(self, payloads: list[Envelope]) -> list[Envelope]:

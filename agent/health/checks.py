@@ -1,8 +1,8 @@
 """Liveness, readiness and pipeline progress as named checks: /livez, /readyz, the systemd watchdog and STATUS line.
 
 - live: the supervisor loop ticks (it also runs every periodic job, the watchdog feed among them).
-- ready: outbox writable and accepting, disk above health.disk_floor_mib, broker connected or down for less than
-  health.broker_grace_s, the DICOM listener and the web server bound.
+- ready: outbox sound, its last write succeeded and accepting, disk above health.disk_floor_mib, broker connected or
+  down for less than health.broker_grace_s, the DICOM listener and the web server bound, no state file damaged.
 - progress (watchdog): the outbox writer and the publisher's feeder threads are alive and not stuck.
 """
 
@@ -40,8 +40,12 @@ def outbox_check(view: AgentView) -> Check:
     """The outbox writer runs, is not stuck in a commit, its folder is writable and it is not refusing."""
     box = view.outbox
     busy = box.busy_since
+    if box.damage is not None:
+        return Check("outbox", False, f"outbox file damaged, refusing until rebuilt: {box.damage}")
     if not box.alive():
         return Check("outbox", False, "outbox writer is not running")
+    if box.write_error is not None:  # the last write's outcome, not the folder's permissions, says whether it writes
+        return Check("outbox", False, f"last write failed: {box.write_error}")
     if busy is not None and time.monotonic() - busy > STUCK_S:
         return Check("outbox", False, f"a commit has been running for {time.monotonic() - busy:.0f} s (disk stalled?)")
     if not os.access(existing_parent(box.path.parent), os.W_OK):
@@ -80,9 +84,19 @@ def listeners_check(view: AgentView) -> Check:
     return Check("listeners", True, "bound")
 
 
+def state_files_check(view: AgentView) -> Check:
+    """No state database (dose history, QC store, folder-intake state; the outbox has its own check) is damaged."""
+    damaged = [f"{t.name} ({t.owner.damage})" for t in view.state_files if t.owner.damage is not None]
+    if damaged:
+        return Check("state-files", False, "damaged, being rebuilt: " + ", ".join(damaged))
+    rebuilt = [t.name for t in view.state_files if t.owner.recovery is not None]
+    return Check("state-files", True, "sound" + (f"; rebuilt since start: {', '.join(rebuilt)}" if rebuilt else ""))
+
+
 def readiness(view: AgentView) -> list[Check]:
     """Every readiness check, in a fixed order."""
-    return [outbox_check(view), disk_check(view), broker_check(view), listeners_check(view)]
+    return [outbox_check(view), disk_check(view), broker_check(view), listeners_check(view),
+            state_files_check(view)]
 
 
 def progress(view: AgentView) -> list[Check]:

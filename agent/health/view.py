@@ -26,6 +26,7 @@ class AgentView:
     listener: Any = None
     intake: Any = None
     web: Any = None
+    state_files: list = field(default_factory=list)  # agent.health.statefiles.StateFileTracker, one per state file
     started_mono: float = field(default_factory=time.monotonic)
 
     @property

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.payloads.base import Envelope
 
 Count = Annotated[int, Field(ge=0)]
-DeviceType = Literal["serial-instrument", "dicom-listener", "modality", "broker-link"]
+DeviceType = Literal["serial-instrument", "dicom-listener", "modality", "broker-link", "state-file"]
 State = Literal["ok", "degraded", "down"]
 
 
@@ -68,13 +68,15 @@ class EquipmentStatus(Envelope):
     device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
                            description="Device id from the agent's config; the last topic level.")
     device_type: DeviceType = Field(description="serial-instrument (QC meters, dosimeters), dicom-listener (the "
-                                                "C-STORE SCP), modality (a sender, by calling AE title) or broker-link.")
+                                                "C-STORE SCP), modality (a sender, by calling AE title), broker-link or "
+                                                "state-file (a state database: outbox, dose, qc, folder).")
     driver: str | None = Field(None, description="Driver name for serial instruments, else null.")
     state: State = Field(description="ok; degraded while frames are bad, replies time out or readings cannot be "
                                      "stored (instrument), objects are refused (listener), nothing was received "
                                      "for health.modality_quiet_s (modality) or publishes are rejected (broker "
-                                     "link); down while the port is missing or cannot be opened, the listener is "
-                                     "not bound or the broker is unreachable.")
+                                     "link), a state file was rebuilt in the last hour or its last write failed "
+                                     "(state file); down while the port is missing or cannot be opened, the listener is "
+                                     "not bound, the broker is unreachable or a state file is damaged.")
     since: datetime = Field(description="When the state last changed, UTC.")
     port: str | None = Field(None, description="Device path the port selector resolved to last; null if never.")
     port_selector: str | None = Field(None, description="The port as configured (by-id path, usb:VID:PID...).")

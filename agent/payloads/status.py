@@ -22,6 +22,8 @@ class AgentStatus(Envelope):
         description="birth on connect, update on a condition change, shutdown on clean stop, lost from the last will.")
     outbox_full: bool = Field(False, description="True while messages of an intake class are being refused: its share "
                                                  "of the outbox ([outbox.shares]) or the whole outbox is full.")
+    outbox_damaged: bool = Field(False, description="True while the outbox file is damaged and being rebuilt: nothing "
+                                                    "is acknowledged (DICOM 0xA700, readings held) until it is.")
     outbox_refused_total: int = Field(0, ge=0, description="Messages refused because the outbox was full, over the outbox file's life.")
     outbox_parked: int = Field(0, ge=0, description="Messages parked now: refused by the broker (MQTT 5 PUBACK >= 0x80) "
                                                     "or larger than its Maximum Packet Size; kept in the outbox until "

@@ -9,15 +9,19 @@ JSON columns hold the payloads as published (readings), the set technique and th
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from agent import statedb
 from agent.outbox import OutboxError
-from agent.privacy.files import private_sqlite
+from agent.privacy.files import private_dir, private_sqlite
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 10.0
 SCHEMA = """
@@ -109,14 +113,27 @@ class QcStore:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
+        self.damage: str | None = None  # the file is damaged and not yet rebuilt (agent.statedb): readings are held
+        self.recovery: statedb.Recovery | None = None
+        self.on_damage: Callable[[str], None] | None = None  # the integrity watch's wake-up
+        self._repairing = False
+
+    def state_spec(self) -> statedb.Spec:
+        """How agent.statedb rebuilds qc.db: its schema; lost rows adopted by column count (all distinct)."""
+        return statedb.Spec("qc", self.path, lambda conn: conn.executescript(SCHEMA),
+                            adopt=("sessions", "readings", "exposures", "events"))
 
     def open(self) -> None:
-        """Open (creating the file and tables on first use)."""
+        """Check the file (rebuilding it if damaged), then open it (creating the file and tables on first use)."""
         with self._lock:
             if self._conn is not None:
                 return
             try:
+                private_dir(self.path.parent)  # checked before the file is created: a missing file may be
+                # one a crash left moved aside mid-rebuild (agent.statedb resumes it), never an empty new one
+                self.recovery = statedb.ensure_sound(self.state_spec()) or self.recovery
                 private_sqlite(self.path)  # 0600, and so its -wal/-shm
+                self.damage = None
                 conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                        timeout=BUSY_TIMEOUT_S)
                 conn.row_factory = sqlite3.Row
@@ -128,9 +145,28 @@ class QcStore:
                     have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
                     if column not in have:
                         conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
                 raise QcStoreError(f"cannot open {self.path}: {exc}") from exc
             self._conn = conn
+
+    def mark_damaged(self, detail: str) -> None:
+        """Refuse every read and write until repair() (readings are held, as when the outbox refuses)."""
+        if self.damage is None:
+            self.damage = detail
+            log.error("QC store %s is damaged (%s): readings are held until it is rebuilt", self.path, detail)
+            if self.on_damage is not None:
+                self.on_damage(detail)
+
+    def repair(self, detail: str) -> None:
+        """Rebuild qc.db from its readable rows and reopen it."""
+        self.mark_damaged(detail)
+        with self._lock:
+            self._repairing = True
+            try:
+                self.recovery = statedb.recover_in_use(self.state_spec(), detail, self.close)
+                self.open()
+            finally:
+                self._repairing = False
 
     def close(self) -> None:
         """Close the file; later calls raise QcStoreError."""
@@ -141,8 +177,9 @@ class QcStore:
 
     @property
     def is_open(self) -> bool:
-        """True between open() and close()."""
-        return self._conn is not None
+        """True between open() and close(), and while the file is damaged (the integrity watch owns it until it is
+        rebuilt: a restart of the QC service would not help)."""
+        return self._conn is not None or self._repairing or self.damage is not None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -157,6 +194,7 @@ class QcStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
+                    self._met(exc)
                     raise QcStoreError(f"{self.path}: {exc}") from exc
                 raise
 
@@ -166,7 +204,12 @@ class QcStore:
             try:
                 return [_row(r) for r in self._connection().execute(sql, params).fetchall()]
             except sqlite3.Error as exc:
+                self._met(exc)
                 raise QcStoreError(f"{self.path}: {exc}") from exc
+
+    def _met(self, exc: sqlite3.Error) -> None:
+        if statedb.is_damage(exc):
+            self.mark_damaged(str(exc))
 
     def one(self, sql: str, params: tuple = ()) -> dict[str, Any] | None:
         """The first row as a dict, or None."""
@@ -174,6 +217,8 @@ class QcStore:
         return rows[0] if rows else None
 
     def _connection(self) -> sqlite3.Connection:
+        if self.damage is not None:
+            raise QcStoreError(f"{self.path} is damaged and being rebuilt ({self.damage})")
         if self._conn is None:
             raise QcStoreError(f"{self.path} is not open (the QC service is stopped)")
         return self._conn
