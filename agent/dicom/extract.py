@@ -27,6 +27,7 @@ from pydicom import Dataset
 
 from agent.dicom import image, rdsr, units
 from agent.dicom.attributes import read_text
+from agent.dicom.patient import PatientFacts, patient_facts, patient_ref
 from agent.payloads.base import Envelope, utc_now
 from agent.payloads.exposure import DoseSummary, ExposureEvent
 from agent.pseudonym import SECRET_MIN_BYTES, make_ref
@@ -75,6 +76,7 @@ class Extraction:
 
     events: tuple[ExposureEvent, ...] = ()
     summary: DoseSummary | None = None
+    patient: PatientFacts | None = None  # private: for dose rules only, never serialised (agent.dicom.patient)
 
     def payloads(self) -> tuple[Envelope, ...]:
         """All payloads in publish order: events first, then the summary that totals them."""
@@ -98,9 +100,11 @@ def _extract(ds: Dataset, ctx: ExtractContext) -> Extraction:
         raise ExtractionError("missing SOP Instance UID")
     kind = classify(ds)
     if kind == "image":
-        return Extraction(events=(_image_event(ds, ctx),))
+        return Extraction(events=(_image_event(ds, ctx),), patient=patient_facts(ds, ctx.secret))
     if kind == "rdsr":
-        return _dose_report(ds, ctx)
+        found = _dose_report(ds, ctx)
+        return Extraction(found.events, found.summary, patient_facts(ds, ctx.secret)) if found.events or \
+            found.summary else found
     return Extraction()
 
 
@@ -154,6 +158,7 @@ def _common(ds: Dataset, ctx: ExtractContext) -> dict[str, object]:
         "site": ctx.site, "room": ctx.room, "ts": ctx.received_at, "received_at": ctx.received_at,
         **{name: read_text(ds, keyword) for name, keyword in EQUIPMENT_FIELDS.items()},
         "study_ref": make_ref(ctx.secret, "study", study_uid) if study_uid else None,
+        "patient_ref": patient_ref(ctx.secret, ds),
         "patient_age_years": patient_age_years(ds) if include else None,
         "patient_sex": patient_sex(ds) if include else None,
     }

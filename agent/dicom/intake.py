@@ -54,7 +54,7 @@ class DicomIntake:
 
     def __init__(self, sink: Sink, secret: bytes, *, timezone: str = "UTC", include_age_sex: bool = True,
                  quarantine: BoundedFolder | None = None, retain_raw: BoundedFolder | None = None,
-                 derive: Callable[[list[Envelope]], list[Envelope]] | None = None):
+                 derive: Callable[..., list[Envelope]] | None = None):
         self.sink = sink
         self.secret = secret
         self.timezone = timezone
@@ -77,11 +77,12 @@ class DicomIntake:
         """Extract, store durably, answer. `raw` gives the object's bytes (for quarantine); `origin` names the sender."""
         self.counters.add(received=1)
         try:
-            payloads = list(extract(ds, self.context()).payloads())
+            extraction = extract(ds, self.context())
         except ExtractionError as exc:
             return self._reject(raw, exc.reason, origin)
+        payloads = list(extraction.payloads())
         if payloads and self.derive is not None:
-            payloads = self.derive(payloads)
+            payloads = self.derive(payloads, extraction.patient)  # private facts: evaluated, never stored
         if payloads:
             try:
                 inserted = self.sink.emit(*payloads)
