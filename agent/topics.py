@@ -29,6 +29,7 @@ KINDS: dict[str, KindPolicy] = {
     "qc/reading": KindPolicy(),
     "qc/session": KindPolicy(),
     "summary": KindPolicy(),
+    "drl-audit": KindPolicy(),
 }
 
 

@@ -179,22 +179,24 @@ def test_exposure_findings_combine_drl_and_di():
     rules = DoseRules(drl=[CHEST])
     ev = event(dap_gy_m2=3e-5, deviation_index=3.4, patient_age_years=40)
     assert [(f.alert, f.quantity) for f in exposure_findings(ev, rules, matcher)] == [
-        ("drl", "dap_gy_m2"), ("deviation-index", "deviation_index")]
+        ("notification-level", "dap_gy_m2"), ("deviation-index", "deviation_index")]
     assert exposure_findings(event(dap_gy_m2=None, deviation_index=None), rules, matcher) == []
 
 
 # ---- cumulative thresholds ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dose_rp, dap, rules", [
+@pytest.mark.parametrize("dose_rp, dap, found", [
     (2.99, 0.0, []),
     (3.0, 0.0, []),  # exactly at 3 Gy: not above
-    (3.01, 0.0, ["ncrp168-notify-kar-3gy"]),
-    (5.5, 0.031, ["ncrp168-notify-kar-3gy", "ncrp168-srdl-kar-5gy", "ncrp168-notify-kap-300"]),
-    (0.0, 0.05, ["ncrp168-notify-kap-300"]),  # exactly 500 Gy·cm²
-    (0.0, 0.0501, ["ncrp168-notify-kap-300", "ncrp168-srdl-kap-500"]),
+    (3.01, 0.0, [("ncrp168-notify-kar", 3.0)]),
+    (4.0, 0.0, [("ncrp168-notify-kar", 3.0)]),  # exactly at the 4 Gy step: still the 3 Gy step
+    (4.01, 0.0, [("ncrp168-notify-kar", 4.0)]),
+    (5.5, 0.031, [("ncrp168-notify-kar", 5.0), ("ncrp168-srdl-kar", 5.0), ("ncrp168-notify-kap", 0.03)]),
+    (0.0, 0.05, [("ncrp168-notify-kap", 0.04)]),  # exactly 500 Gy·cm²: the 400 step, no SRDL
+    (0.0, 0.0501, [("ncrp168-notify-kap", 0.05), ("ncrp168-srdl-kap", 0.05)]),
 ])
-def test_cumulative_thresholds_crossed(dose_rp, dap, rules):
+def test_cumulative_thresholds_crossed(dose_rp, dap, found):
     findings = crossed({"study_dose_rp_gy": dose_rp, "study_dap_gy_m2": dap}, DoseRules().cumulative)
-    assert [f.rule for f in findings] == rules
+    assert [(f.rule, f.level) for f in findings] == [(r, pytest.approx(level)) for r, level in found]
 
 
 # ---- alerts ------------------------------------------------------------------------------------------------------

@@ -33,20 +33,26 @@ from typing import Callable
 from zoneinfo import ZoneInfo
 
 from agent.dose import history as h
-from agent.dose.evaluate import DrlMatcher, crossed, di_band, exposure_findings, to_alert
+from agent.dose.audit import audit_rows_to_history, build_audit, month_start, previous_month
+from agent.dose.evaluate import (UNKNOWN_BAND, ExamMatcher, MatchKey, crossed, di_band, exposure_findings,
+                                 patient_crossed, to_alert)
 from agent.dose.history import History, HistoryError, HistoryWriter
+from agent.dose.patients import DAY_S, PatientState
 from agent.dose.rules import DoseRules
-from agent.dose.state import StudyState, event_time
+from agent.dose.state import StudyState, event_time, fluoro_time_s, report_totals
 from agent.dose.summary import build_summary, period_end, period_start
+from agent.dose.targets import UnitTargets, unit_key
 from agent.outbox import OutboxError
 from agent.payloads.base import Envelope, utc_now
 from agent.payloads.dose import DoseAlert, RoomSummary
+from agent.payloads.drl_audit import DrlAudit
 from agent.payloads.exposure import DoseSummary, ExposureEvent
 from agent.sink import Sink
 
 log = logging.getLogger(__name__)
 
 LAST_DAILY_KEY = "last_daily_end"
+LAST_AUDIT_KEY = "last_audit_end"
 PRUNE_EVERY = timedelta(hours=1)
 RETRY_SUMMARY = timedelta(minutes=1)
 FORGET_IDLE_STUDY_S = 48 * 3600  # memory only: the history file keeps the study, and reloads it when it is seen again
@@ -65,7 +71,9 @@ class DoseMonitor:
     def __init__(self, rules: DoseRules, history_path: Path, sink: Sink, *, timezone: str = "UTC",
                  summary_at: time = time(0, 0), history_days: int = 90, clock: Callable[[], datetime] = utc_now):
         self.rules = rules
-        self.matcher = DrlMatcher(rules)
+        self.matcher = ExamMatcher(rules.notification_level, rules.match)
+        self.audit_matcher = ExamMatcher(rules.diagnostic_reference_level, rules.match)
+        self.patient_window_days = max((t.window_days for t in rules.patient_cumulative), default=0)
         self.repeat_modalities = frozenset(m.strip().upper() for m in rules.repeats.modalities)
         self.history_path = Path(history_path)
         self.sink = sink
@@ -80,7 +88,11 @@ class DoseMonitor:
         self._studies: dict[str, StudyState] = {}  # in memory, recently seen
         self._known_studies: set[str] = set()  # every study the history file has
         self._ledger: dict[str, tuple[str, float]] = {}  # alert msg_id -> (object key that raised it, its time)
+        self._patients: dict[str, PatientState] = {}  # patient_ref -> studies, loaded when first seen
+        self._known_patients: set[str] = set()
+        self._targets = UnitTargets()
         self._last_daily_end: datetime | None = None
+        self._last_audit_end: datetime | None = None
         self._summary_retry_at: datetime | None = None
         self._prune_at: datetime | None = None
 
@@ -91,7 +103,11 @@ class DoseMonitor:
         try:
             self.history = History(self.history_path)
             self._known_studies, self._ledger = self.history.study_refs(), self.history.alert_ledger()
+            self._known_patients = self.history.patient_refs()
+            for unit, body_part, view, target in self.history.unit_targets():
+                self._targets.add(unit, body_part, view, target)
             stored = self.history.get_meta(LAST_DAILY_KEY)
+            stored_audit = self.history.get_meta(LAST_AUDIT_KEY)
         except (sqlite3.Error, HistoryError, OSError) as exc:
             log.error("dose history %s unusable (%s): evaluating from memory only; repeats and study totals start "
                       "afresh and no summaries are published until it is fixed", self.history_path, exc)
@@ -105,6 +121,10 @@ class DoseMonitor:
                 stored = period_end(self.clock(), self.summary_at, self.zone).isoformat()
                 self.writer.put((h.SET_META, (LAST_DAILY_KEY, stored)))
             self._last_daily_end = datetime.fromisoformat(stored)
+            if stored_audit is None:  # the month in progress is the first audited
+                stored_audit = month_start(self.clock(), self.zone).isoformat()
+                self.writer.put((h.SET_META, (LAST_AUDIT_KEY, stored_audit)))
+            self._last_audit_end = datetime.fromisoformat(stored_audit)
         self._running = True
 
     def stop(self) -> None:
@@ -120,14 +140,16 @@ class DoseMonitor:
         return self._running
 
     # ---- the intake hook -----------------------------------------------------------------------------------------
-    def derive(self, payloads: list[Envelope]) -> list[Envelope]:
-        """The object's payloads (exposures with repeat_of where it applies) followed by the alerts they raise."""
+    def derive(self, payloads: list[Envelope], patient=None) -> list[Envelope]:
+        """The object's payloads (exposures with repeat_of where it applies) followed by the alerts they raise.
+        `patient`: the object's private facts (agent.dicom.patient.PatientFacts: age, weight, patient ref), for
+        banded rules whatever is published; used here and never stored or published."""
         if not any(isinstance(p, (ExposureEvent, DoseSummary)) for p in payloads):
             return payloads
         ops: list[Op] = []
         try:
             with self._lock:
-                derived = self._evaluate(payloads, object_key(payloads), ops)
+                derived = self._evaluate(payloads, object_key(payloads), ops, patient)
                 if self.writer is not None:
                     self.writer.put(*ops)  # in decision order: the file's row order is the order received
         except Exception:  # noqa: BLE001 - a bug here must not stop the room's exposures from being stored
@@ -135,28 +157,78 @@ class DoseMonitor:
             return payloads
         return derived
 
-    def _evaluate(self, payloads: list[Envelope], key: str, ops: list[Op]) -> list[Envelope]:
+    def _evaluate(self, payloads: list[Envelope], key: str, ops: list[Op], patient=None) -> list[Envelope]:
         out: list[Envelope] = []
         alerts: list[DoseAlert] = []
         triggers: dict[str, ExposureEvent | DoseSummary] = {}
+        age, weight = getattr(patient, "age", None), getattr(patient, "weight_kg", None)
         for payload in payloads:
+            if getattr(payload, "purpose", None) == "qc":
+                out.append(payload)  # a QC/phantom exposure is not a patient's: no repeats, alerts or totals
+                continue
             if isinstance(payload, ExposureEvent):
-                payload = self._record_exposure(payload, ops)
-                alerts += [to_alert(f, payload) for f in exposure_findings(payload, self.rules, self.matcher)]
+                match = MatchKey.of(payload, age, weight)
+                payload = self._record_exposure(payload, ops, match)
+                uniform = self._targets.uniform(self._unit(payload))
+                alerts += [to_alert(f, payload, target_ei_uniform=uniform if f.alert == "deviation-index" else None)
+                           for f in exposure_findings(payload, self.rules, self.matcher, match)]
                 if payload.study_ref:
                     triggers[payload.study_ref] = payload  # the study's last event here raises its cumulative alerts
             elif isinstance(payload, DoseSummary) and payload.study_ref:
-                self._study(payload.study_ref).report(payload.dap_total_gy_m2, payload.dose_rp_total_gy)
-                ops.append((h.UPSERT_REPORT, (payload.study_ref, payload.dap_total_gy_m2, payload.dose_rp_total_gy,
-                                              payload.received_at.timestamp())))
+                study = self._study(payload.study_ref)
+                study.report(*report_totals(payload))
+                ops.append((h.UPSERT_REPORT, (payload.study_ref, *study.report_row()[:2],
+                                              payload.received_at.timestamp(), *study.report_row()[2:])))
                 triggers.setdefault(payload.study_ref, payload)  # a report of totals only
             out.append(payload)
         for study_ref, trigger in triggers.items():
-            count, totals = self._studies[study_ref].totals()
-            alerts += [to_alert(f, trigger, study_events=count) for f in crossed(totals, self.rules.cumulative)]
+            study = self._studies[study_ref]
+            count, totals = study.totals()
+            alerts += [to_alert(f, trigger, study_events=count)
+                       for f in crossed(totals, self.rules.cumulative, study.planes)]
+            patient_ref = getattr(trigger, "patient_ref", None) or getattr(patient, "patient_ref", None)
+            if patient_ref:
+                alerts += self._patient_alerts(patient_ref, study_ref, study, totals, trigger, ops)
         return out + [a for a in alerts if self._claim(a, key, ops)]
 
-    def _record_exposure(self, event: ExposureEvent, ops: list[Op]) -> ExposureEvent:
+    def _patient_alerts(self, patient_ref: str, study_ref: str, study: StudyState, totals: dict[str, float],
+                        trigger: ExposureEvent | DoseSummary, ops: list[Op]) -> list[DoseAlert]:
+        """Keep the study's totals under the patient; alerts for each patient threshold this study crossed."""
+        at = study.first_at() or trigger.received_at.timestamp()
+        ops.append((h.UPSERT_PATIENT_STUDY, (patient_ref, study_ref, at, totals["study_dap_gy_m2"],
+                                             totals["study_dose_rp_gy"], totals["study_fluoro_time_s"])))
+        if not self.rules.patient_cumulative:
+            return []
+        state = self._patient(patient_ref)
+        state.update(study_ref, at, totals)
+        alerts = []
+        for threshold in self.rules.patient_cumulative:
+            refs = state.in_window(at, threshold.window_days)  # the studies of the window ending with this one
+            finding = patient_crossed(state.window_totals(refs, without=study_ref), state.window_totals(refs),
+                                      threshold)
+            if finding is not None:
+                alerts.append(to_alert(finding, trigger, patient_ref=patient_ref, studies=refs,
+                                       window_days=threshold.window_days))
+        return alerts
+
+    def _patient(self, patient_ref: str) -> PatientState:
+        state = self._patients.get(patient_ref)
+        if state is None:
+            state = PatientState()
+            if patient_ref in self._known_patients and self.history is not None:
+                try:
+                    state = PatientState.loaded(self.history.load_patient(patient_ref))
+                except sqlite3.Error as exc:
+                    log.error("could not read a patient's studies from the dose history: %s", exc)
+            self._patients[patient_ref] = state
+            self._known_patients.add(patient_ref)
+        return state
+
+    @staticmethod
+    def _unit(event: ExposureEvent) -> str | None:
+        return unit_key(event.manufacturer, event.model, event.device_serial, event.station_name)
+
+    def _record_exposure(self, event: ExposureEvent, ops: list[Op], match: MatchKey | None = None) -> ExposureEvent:
         """Remember the exposure; a repeat gains repeat_of (an exposure seen before keeps the decision made then)."""
         repeat_of = None
         if event.study_ref:
@@ -167,11 +239,27 @@ class DoseMonitor:
             elif event.irradiation_type != "fluoroscopy" and (event.modality or "").upper() in self.repeat_modalities:
                 repeat_of = study.repeated(event, self.rules.repeats.key, self.rules.repeats.window_s)
             study.add(event, repeat_of)
+        exam, exam_rule, band = self._exam(event, match or MatchKey.of(event))
+        unit = self._unit(event)
+        self._targets.add(unit, event.body_part, event.view, event.target_exposure_index)
         ops.append((h.UPSERT_EXPOSURE, (
             event.event_ref, event.study_ref, event_time(event), event.received_at.timestamp(), event.protocol,
             event.body_part, event.view, event.modality, event.irradiation_type, event.dap_gy_m2, event.dose_rp_gy,
-            event.deviation_index, di_band(event.deviation_index, self.rules.deviation_index), repeat_of)))
+            event.deviation_index, di_band(event.deviation_index, self.rules.deviation_index), repeat_of,
+            event.source, getattr(event, "patient_ref", None), fluoro_time_s(event), exam, exam_rule, band, unit,
+            event.target_exposure_index)))
         return event.model_copy(update={"repeat_of": repeat_of}) if repeat_of != event.repeat_of else event
+
+    def _exam(self, event: ExposureEvent, match: MatchKey) -> tuple[str | None, str | None, str | None]:
+        """(exam name, reference-level rule id, band) for the DRL audit: the rule's exam; without a rule, the
+        protocol, else body part and view (acquisitions only)."""
+        rule, band = self.audit_matcher.find(match)
+        if rule is not None:
+            return rule.exam_name, (None if band == UNKNOWN_BAND else rule.id), band
+        if event.irradiation_type == "fluoroscopy":
+            return None, None, None
+        name = event.protocol or " ".join(p for p in (event.body_part, event.view) if p) or None
+        return name, None, "any"
 
     def _study(self, study_ref: str) -> StudyState:
         """The study's state: in memory, else loaded from the history file (once), else new."""
@@ -196,7 +284,8 @@ class DoseMonitor:
             return entry[0] == key
         at = (alert.acquired_at or alert.received_at).timestamp()  # counted in the period of its exposure
         self._ledger[alert.msg_id] = (key, at)
-        ops.append((h.INSERT_ALERT, (alert.msg_id, alert.alert, alert.rule, alert.protocol, alert.study_ref, at, key)))
+        ops.append((h.INSERT_ALERT, (alert.msg_id, alert.alert, alert.rule, alert.protocol, alert.study_ref, at, key,
+                                     alert.patient_ref, alert.quantity, alert.value, alert.level)))
         return True
 
     # ---- summaries -----------------------------------------------------------------------------------------------
@@ -208,6 +297,7 @@ class DoseMonitor:
         if self._prune_at is None or now >= self._prune_at:
             self._prune_at = now + PRUNE_EVERY
             self._prune(now)
+        self._monthly_audit(now)
         end = period_end(now, self.summary_at, self.zone)
         if end <= self._last_daily_end or (self._summary_retry_at is not None and now < self._summary_retry_at):
             return
@@ -220,6 +310,40 @@ class DoseMonitor:
         self._summary_retry_at = None
         self._last_daily_end = end
         self.writer.put((h.SET_META, (LAST_DAILY_KEY, end.isoformat())))
+
+    def _monthly_audit(self, now: datetime) -> None:
+        """The DRL audit of the calendar month just ended, once (retried on the next tick if it cannot be stored)."""
+        end = month_start(now, self.zone)
+        if self.rules.audit.period == "off" or end <= self._last_audit_end:
+            return
+        try:
+            self.publish_audit("monthly", previous_month(end, self.zone), end)
+        except (OutboxError, HistoryError, sqlite3.Error) as exc:
+            log.error("monthly DRL audit not stored (%s); retrying", exc)
+            return
+        self._last_audit_end = end
+        self.writer.put((h.SET_META, (LAST_AUDIT_KEY, end.isoformat())))
+
+    def request_audit(self, start: datetime | None = None, end: datetime | None = None) -> DrlAudit:
+        """Publish the DRL audit of [start, end) (default: the month so far), and keep its figures in the history.
+        Raises OutboxError when the outbox cannot take it, HistoryError without a history."""
+        now = self.clock().astimezone(self.zone)
+        return self.publish_audit("request", start or month_start(now, self.zone), end or now)
+
+    def publish_audit(self, trigger: str, start: datetime, end: datetime) -> DrlAudit:
+        audit = self.compute_audit(trigger, start, end)
+        self.sink.emit(audit)
+        self.writer.put(*((h.UPSERT_AUDIT, row) for row in audit_rows_to_history(audit, self.clock().timestamp())))
+        log.info("published %s DRL audit %s .. %s: %d exam group(s)", trigger, start.isoformat(), end.isoformat(),
+                 len(audit.exams))
+        return audit
+
+    def compute_audit(self, trigger: str, start: datetime, end: datetime) -> DrlAudit:
+        if self.writer is None or not self.writer.flush():
+            raise HistoryError("the dose history is not available")
+        rows = self.history.audit_rows(start.timestamp(), end.timestamp())
+        return build_audit(rows, self.rules, site=self.sink.site, room=self.sink.room, trigger=trigger, start=start,
+                           end=end, zone=self.zone_name, ts=self.clock())
 
     def request_summary(self) -> RoomSummary:
         """Publish the summary of the day so far (since the last scheduled summary time); for the command topic.
@@ -242,12 +366,15 @@ class DoseMonitor:
         rows = self.history.exposures_between(start.timestamp(), end.timestamp())
         alerts = self.history.alerts_between(start.timestamp(), end.timestamp())
         return build_summary(rows, alerts, site=self.sink.site, room=self.sink.room, trigger=trigger, start=start,
-                             end=end, zone=self.zone_name, ts=self.clock())
+                             end=end, zone=self.zone_name, ts=self.clock(),
+                             uniform_target_units=self._targets.uniform_units())
 
     def _prune(self, now: datetime) -> None:
         """Drop history older than history_days, and from memory the studies not seen for two days."""
         before = (now - timedelta(days=self.history_days)).timestamp()
         self.writer.put(*((statement, (before,)) for statement in h.PRUNE))
+        keep_patients_s = max(self.history_days, self.patient_window_days) * DAY_S
+        self.writer.put((h.PRUNE_PATIENTS, (now.timestamp() - keep_patients_s,)))
         idle = clock_time.monotonic() - FORGET_IDLE_STUDY_S
         with self._lock:
             for study_ref in [s for s, state in self._studies.items() if state.touched < idle]:
