@@ -10,6 +10,7 @@ place it in a band is in band "unknown": no rule applies to it, least of all an 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -45,7 +46,8 @@ class Finding:
     ratio: float
     band: str | None = None
     plane: str | None = None  # cumulative per plane: "A" / "B"
-    stepped: bool = False  # one of a threshold's repeated steps: the level is part of the alert's identity
+    step: float | None = None  # a threshold with repeated steps: their size (the level is part of the identity)
+    first: float | None = None  # and its first level
 
 
 # ---- exam matching ------------------------------------------------------------------------------------------------
@@ -236,8 +238,21 @@ def crossed(totals: dict[str, float], thresholds: Sequence[CumulativeThreshold],
             level = step_reached(value, t.payload_level, t.payload_every)
             if level is not None:
                 findings.append(Finding("cumulative", t.id, t.description, t.payload_quantity, value, level,
-                                        value / level, plane=plane, stepped=t.every is not None))
+                                        value / level, plane=plane, step=t.payload_every, first=t.payload_level))
     return findings
+
+
+def lower_steps(finding: Finding, limit: int = 50) -> list[Finding]:
+    """The steps of a stepped finding below its level, highest first (at most `limit`: a total thousands of steps up
+    is implausible and must not cost thousands of alerts' work)."""
+    if finding.step is None or finding.first is None:
+        return []
+    out = []
+    steps = round((finding.level - finding.first) / finding.step)
+    for k in range(steps - 1, max(-1, steps - 1 - limit), -1):
+        level = finding.first + k * finding.step
+        out.append(dataclasses.replace(finding, level=level, ratio=finding.value / level))
+    return out
 
 
 def patient_crossed(before: dict[str, float], after: dict[str, float], threshold: PatientThreshold
@@ -259,7 +274,7 @@ def alert_msg_id(anchor: str, finding: Finding) -> str:
     parts = ["dose-alert", anchor, finding.rule, finding.quantity]
     if finding.plane:
         parts.append(f"plane={finding.plane}")
-    if finding.stepped:
+    if finding.step is not None:
         parts.append(f"level={finding.level:.12g}")
     key = "\x1f".join(parts)
     return hashlib.sha256(key.encode()).hexdigest()[:32]

@@ -34,8 +34,8 @@ from zoneinfo import ZoneInfo
 
 from agent.dose import history as h
 from agent.dose.audit import audit_rows_to_history, build_audit, month_start, previous_month
-from agent.dose.evaluate import (UNKNOWN_BAND, ExamMatcher, MatchKey, crossed, di_band, exposure_findings,
-                                 patient_crossed, to_alert)
+from agent.dose.evaluate import (UNKNOWN_BAND, ExamMatcher, Finding, MatchKey, crossed, di_band,
+                                 exposure_findings, lower_steps, patient_crossed, to_alert)
 from agent.dose.history import History, HistoryError, HistoryWriter
 from agent.dose.patients import DAY_S, PatientState
 from agent.dose.rules import DoseRules
@@ -184,12 +184,25 @@ class DoseMonitor:
         for study_ref, trigger in triggers.items():
             study = self._studies[study_ref]
             count, totals = study.totals()
-            alerts += [to_alert(f, trigger, study_events=count)
-                       for f in crossed(totals, self.rules.cumulative, study.planes)]
+            for finding in crossed(totals, self.rules.cumulative, study.planes):
+                alerts += self._step_alerts(finding, trigger, count, key)
             patient_ref = getattr(trigger, "patient_ref", None) or getattr(patient, "patient_ref", None)
             if patient_ref:
                 alerts += self._patient_alerts(patient_ref, study_ref, study, totals, trigger, ops)
         return out + [a for a in alerts if self._claim(a, key, ops)]
+
+    def _step_alerts(self, finding: Finding, trigger: ExposureEvent | DoseSummary, count: int, key: str
+                     ) -> list[DoseAlert]:
+        """The highest step a study total passed, plus the lower steps this same object raised before (a retry);
+        lower steps never raised (a total that jumped past several in one report) stay silent: one alert, the
+        highest step, and nothing lower later."""
+        alerts = [to_alert(finding, trigger, study_events=count)]
+        for lower in lower_steps(finding):
+            alert = to_alert(lower, trigger, study_events=count)
+            entry = self._ledger.get(alert.msg_id)
+            if entry is not None and entry[0] == key:
+                alerts.append(alert)
+        return alerts
 
     def _patient_alerts(self, patient_ref: str, study_ref: str, study: StudyState, totals: dict[str, float],
                         trigger: ExposureEvent | DoseSummary, ops: list[Op]) -> list[DoseAlert]:
