@@ -90,6 +90,13 @@ def previous_month(start: datetime, zone: ZoneInfo) -> datetime:
     return datetime.combine(day.replace(year=year, month=month, day=1), time(0, 0), tzinfo=zone)
 
 
+def next_month(start: datetime, zone: ZoneInfo) -> datetime:
+    """Midnight starting the month after the one starting at `start`."""
+    day = start.astimezone(zone).date()
+    year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
+    return datetime.combine(day.replace(year=year, month=month, day=1), time(0, 0), tzinfo=zone)
+
+
 def audit_rows_to_history(audit: DrlAudit, computed_at: float) -> list[tuple]:
     """The parameters of history.UPSERT_AUDIT for each exam of the audit (the figures are kept in the history)."""
     return [(audit.period_start.isoformat(), audit.period_end.isoformat(), audit.trigger, e.exam, e.band, e.rule,
