@@ -50,9 +50,9 @@ def report_totals(summary) -> tuple[dict[str, float | None], dict[str, dict[str,
     """A DoseSummary's totals and, for a biplane report, its per-plane totals (by_plane, when the payload has it),
     in the study quantities' names."""
     def of(values) -> dict[str, float | None]:
-        return {"study_dap_gy_m2": getattr(values, "dap_total_gy_m2", None),
-                "study_dose_rp_gy": getattr(values, "dose_rp_total_gy", None),
-                "study_fluoro_time_s": getattr(values, "fluoro_time_total_s", None)}
+        get = values.get if isinstance(values, dict) else lambda name: getattr(values, name, None)
+        return {"study_dap_gy_m2": get("dap_total_gy_m2"), "study_dose_rp_gy": get("dose_rp_total_gy"),
+                "study_fluoro_time_s": get("fluoro_time_total_s")}
     planes = getattr(summary, "by_plane", None) or {}
     return of(summary), {str(plane): of(values) for plane, values in planes.items()}
 
