@@ -70,14 +70,19 @@ def age_from_dates(birth: date, on: date) -> PatientAge | None:
 
 
 def patient_age(ds: Dataset) -> PatientAge | None:
-    """Birth date vs study (else acquisition) date when both are there (exact), else Patient Age (0010,1010)."""
+    """Patient Age (0010,1010), the age at the study, as extraction publishes it; refined to exact months and days
+    by birth date vs study (else acquisition) date when those agree with it (same years, or same months for an age
+    in months); the dates alone when there is no Patient Age. An age in days or weeks is already exact."""
+    text = read_text(ds, "PatientAge")
+    stated = age_from_string(text)
     birth = units.parse_date(read_text(ds, "PatientBirthDate"))
     on = units.parse_date(read_text(ds, "StudyDate")) or units.parse_date(read_text(ds, "AcquisitionDate"))
-    if birth and on:
-        age = age_from_dates(birth, on)
-        if age is not None:
-            return age
-    return age_from_string(read_text(ds, "PatientAge"))
+    dated = age_from_dates(birth, on) if birth and on else None
+    if stated is None or dated is None or stated.days is not None:
+        return stated or dated
+    in_years = (text or "").strip().upper().endswith("Y")
+    agree = dated.months // 12 == stated.months // 12 if in_years else dated.months == stated.months
+    return dated if agree else stated
 
 
 def patient_weight_kg(ds: Dataset) -> float | None:
