@@ -79,7 +79,7 @@ class MatchKey:
         if age is None and event.patient_age_years is not None:
             age = PatientAge(months=event.patient_age_years * 12)
         if weight_kg is None:
-            weight_kg = getattr(event, "patient_weight_kg", None)
+            weight_kg = vars(event).get("patient_weight_kg")  # published weight, where the payload has the field
         return cls(event.protocol, event.body_part, event.view, event.modality, event.irradiation_type, age,
                    weight_kg)
 

@@ -35,10 +35,10 @@ from zoneinfo import ZoneInfo
 from agent.dose import history as h
 from agent.dose.audit import audit_rows_to_history, build_audit, month_start, previous_month
 from agent.dose.evaluate import (UNKNOWN_BAND, ExamMatcher, Finding, MatchKey, crossed, di_band,
-                                 exposure_findings, lower_steps, patient_crossed, to_alert)
+                                 alert_msg_id, exposure_findings, lower_steps, patient_crossed, to_alert)
 from agent.dose.history import History, HistoryError, HistoryWriter
 from agent.dose.patients import DAY_S, PatientState
-from agent.dose.rules import DoseRules
+from agent.dose.rules import PAYLOAD_QUANTITY, DoseRules
 from agent.dose.state import StudyState, event_time, fluoro_time_s, report_totals
 from agent.dose.summary import build_summary, period_end, period_start
 from agent.dose.targets import UnitTargets, unit_key
@@ -55,7 +55,8 @@ LAST_DAILY_KEY = "last_daily_end"
 LAST_AUDIT_KEY = "last_audit_end"
 PRUNE_EVERY = timedelta(hours=1)
 RETRY_SUMMARY = timedelta(minutes=1)
-FORGET_IDLE_STUDY_S = 48 * 3600  # memory only: the history file keeps the study, and reloads it when it is seen again
+FORGET_IDLE_STUDY_S = 48 * 3600
+MAX_STUDIES_PER_PATIENT = 400  # more in one room's history is not one person: an ID like ANONYMOUS or a phantom's  # memory only: the history file keeps the study, and reloads it when it is seen again
 
 Op = tuple[str, tuple]
 
@@ -163,13 +164,14 @@ class DoseMonitor:
         triggers: dict[str, ExposureEvent | DoseSummary] = {}
         age, weight = getattr(patient, "age", None), getattr(patient, "weight_kg", None)
         for payload in payloads:
-            if getattr(payload, "purpose", None) == "qc":
+            if vars(payload).get("purpose") == "qc":  # a field of newer payloads (vars: no slow missing-attr path)
                 out.append(payload)  # a QC/phantom exposure is not a patient's: no repeats, alerts or totals
                 continue
             if isinstance(payload, ExposureEvent):
                 match = MatchKey.of(payload, age, weight)
                 payload = self._record_exposure(payload, ops, match)
-                uniform = self._targets.uniform(self._unit(payload))
+                uniform = self._targets.uniform(unit_key(payload.manufacturer, payload.model,
+                                                         payload.device_serial, payload.station_name))
                 alerts += [to_alert(f, payload, target_ei_uniform=uniform if f.alert == "deviation-index" else None)
                            for f in exposure_findings(payload, self.rules, self.matcher, match)]
                 if payload.study_ref:
@@ -186,7 +188,7 @@ class DoseMonitor:
             count, totals = study.totals()
             for finding in crossed(totals, self.rules.cumulative, study.planes):
                 alerts += self._step_alerts(finding, trigger, count, key)
-            patient_ref = getattr(trigger, "patient_ref", None) or getattr(patient, "patient_ref", None)
+            patient_ref = trigger.patient_ref or getattr(patient, "patient_ref", None)
             if patient_ref:
                 alerts += self._patient_alerts(patient_ref, study_ref, study, totals, trigger, ops)
         return out + [a for a in alerts if self._claim(a, key, ops)]
@@ -198,10 +200,9 @@ class DoseMonitor:
         highest step, and nothing lower later."""
         alerts = [to_alert(finding, trigger, study_events=count)]
         for lower in lower_steps(finding):
-            alert = to_alert(lower, trigger, study_events=count)
-            entry = self._ledger.get(alert.msg_id)
+            entry = self._ledger.get(alert_msg_id(trigger.study_ref, lower))
             if entry is not None and entry[0] == key:
-                alerts.append(alert)
+                alerts.append(to_alert(lower, trigger, study_events=count))
         return alerts
 
     def _patient_alerts(self, patient_ref: str, study_ref: str, study: StudyState, totals: dict[str, float],
@@ -214,11 +215,21 @@ class DoseMonitor:
             return []
         state = self._patient(patient_ref)
         state.update(study_ref, at, totals)
+        if len(state.studies) > MAX_STUDIES_PER_PATIENT:
+            if not state.shared:
+                state.shared = True
+                log.warning("one Patient ID has more than %d studies in this room's history (a placeholder or "
+                            "phantom ID?): no patient-level sums for it, they would add up different people",
+                            MAX_STUDIES_PER_PATIENT)
+            return []
         alerts = []
         for threshold in self.rules.patient_cumulative:
+            quantity = PAYLOAD_QUANTITY[threshold.quantity]
+            if not totals.get(quantity):
+                continue  # a study that adds nothing to the quantity cannot cross its level
             refs = state.in_window(at, threshold.window_days)  # the studies of the window ending with this one
-            finding = patient_crossed(state.window_totals(refs, without=study_ref), state.window_totals(refs),
-                                      threshold)
+            finding = patient_crossed(state.window_totals(refs, quantity, without=study_ref),
+                                      state.window_totals(refs, quantity), threshold)
             if finding is not None:
                 alerts.append(to_alert(finding, trigger, patient_ref=patient_ref, studies=refs,
                                        window_days=threshold.window_days))
@@ -259,7 +270,7 @@ class DoseMonitor:
             event.event_ref, event.study_ref, event_time(event), event.received_at.timestamp(), event.protocol,
             event.body_part, event.view, event.modality, event.irradiation_type, event.dap_gy_m2, event.dose_rp_gy,
             event.deviation_index, di_band(event.deviation_index, self.rules.deviation_index), repeat_of,
-            event.source, getattr(event, "patient_ref", None), fluoro_time_s(event), exam, exam_rule, band, unit,
+            event.source, event.patient_ref, fluoro_time_s(event), exam, exam_rule, band, unit,
             event.target_exposure_index)))
         return event.model_copy(update={"repeat_of": repeat_of}) if repeat_of != event.repeat_of else event
 

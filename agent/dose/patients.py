@@ -27,6 +27,7 @@ class PatientStudy:
 @dataclass
 class PatientState:
     studies: dict[str, PatientStudy] = field(default_factory=dict)  # study_ref -> its totals
+    shared: bool = False  # too many studies for one person: not summed (the monitor says why, once)
 
     @classmethod
     def loaded(cls, rows) -> PatientState:
@@ -45,7 +46,7 @@ class PatientState:
         return [ref for ref, s in sorted(self.studies.items(), key=lambda item: (item[1].at, item[0]))
                 if since < s.at <= until]
 
-    def window_totals(self, refs: list[str], without: str | None = None) -> dict[str, float]:
-        """The patient quantities summed over `refs` (leaving `without` out)."""
-        return {QUANTITIES[q]: math.fsum(self.studies[r].totals.get(q, 0.0) for r in refs if r != without)
-                for q in QUANTITIES}
+    def window_totals(self, refs: list[str], quantity: str, without: str | None = None) -> dict[str, float]:
+        """{patient quantity: the study quantity summed over `refs`} (leaving `without` out)."""
+        return {QUANTITIES[quantity]: math.fsum(self.studies[r].totals.get(quantity, 0.0) for r in refs
+                                                if r != without)}

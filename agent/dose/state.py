@@ -53,7 +53,7 @@ def report_totals(summary) -> tuple[dict[str, float | None], dict[str, dict[str,
         get = values.get if isinstance(values, dict) else lambda name: getattr(values, name, None)
         return {"study_dap_gy_m2": get("dap_total_gy_m2"), "study_dose_rp_gy": get("dose_rp_total_gy"),
                 "study_fluoro_time_s": get("fluoro_time_total_s")}
-    planes = getattr(summary, "by_plane", None) or {}
+    planes = vars(summary).get("by_plane") or {}
     return of(summary), {str(plane): of(values) for plane, values in planes.items()}
 
 
