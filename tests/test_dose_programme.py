@@ -401,3 +401,37 @@ def test_targets_set_per_exam_are_not_flagged(make_monitor):
     high = alerts(monitor.derive(*extracted(factory.make_dx(body_part="HAND", view="PA", exposure_index="1200",
                                                             target_exposure_index="300", deviation_index=None))))
     assert [(a.alert, a.target_ei_uniform) for a in high] == [("deviation-index", False)]
+
+
+# ---- the age the object carries -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("age_string, birth, months, days", [
+    ("000Y", "20231105", 2, 61),  # the dates agree with the stated years: exact months and days
+    ("003Y", "19580317", 36, None),  # they disagree (a wrong birth date): the stated age wins, as published
+    ("010D", "20231105", 0, 10),  # days are already exact
+    (None, "20231105", 2, 61),
+])
+def test_patient_age_prefers_the_stated_age_refined_by_agreeing_dates(age_string, birth, months, days):
+    from agent.dicom.patient import patient_age
+    ds = factory.make_dx(patient=factory.Patient(age=age_string, birth_date=birth))
+    age = patient_age(ds)
+    assert (age.months, age.days) == (months, days)
+
+
+def test_a_history_of_the_earlier_schema_is_migrated(tmp_path):
+    import sqlite3
+
+    from agent.dose.history import MIGRATIONS, History
+    path = tmp_path / "dose.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    conn.execute("INSERT INTO exposures (event_ref, study_ref, at, received_at, di_band) VALUES ('e', 's', 1, 1, "
+                 "'normal')")
+    conn.commit()
+    conn.close()
+    history = History(path)
+    try:
+        exposures_, report = history.load_study("s")
+        assert [e.event_ref for e in exposures_] == ["e"] and exposures_[0].source is None and report is None
+        assert history.count("patient_studies") == 0 and history.count("drl_audits") == 0
+    finally:
+        history.close()

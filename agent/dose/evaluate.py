@@ -58,6 +58,7 @@ class CompiledRule:
     body_part: tuple[re.Pattern[str], ...]
     view: tuple[re.Pattern[str], ...]
     modality: tuple[re.Pattern[str], ...]
+    banded: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class ExamMatcher:
     def __init__(self, rules: Sequence[ExamCriteria], default_match: str):
         self.compiled = [CompiledRule(
             rule, *(tuple(compile_pattern(t, rule.match or default_match) for t in texts)
-                    for texts in (rule.protocol, rule.body_part, rule.view, rule.modality)))
+                    for texts in (rule.protocol, rule.body_part, rule.view, rule.modality)), rule.banded)
             for rule in rules]
         self.find = lru_cache(maxsize=1024)(self._find)
 
@@ -139,6 +140,8 @@ class ExamMatcher:
         for c in self.compiled:
             if not exam_matches(c, key):
                 continue
+            if not c.banded:
+                return c.rule, c.rule.band
             inside = band_matches(c.rule, key)
             if inside is None:
                 return c.rule, UNKNOWN_BAND  # the exam's rule, not applicable: no age or weight to place it
