@@ -142,7 +142,7 @@ def test_alert_lines_read_as_sentences(make_monitor):
                      "deviation index excessive: Thorax PA, DI +6.81 above +3 (EI 4.80x target)"]
 
 
-# ---- NCRP 168 steps, per plane ----------------------------------------------------------------------------------------
+# ---- NCRP 168 steps, per plane ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("value, level", [
     (2.99, None), (3.0, None), (3.2, 3.0), (4.0, 3.0), (4.01, 4.0), (6.5, 6.0), (7.0, 6.0), (1000.5, 1000.0),
 ])
@@ -201,7 +201,7 @@ def test_a_jump_past_several_steps_raises_the_highest_only(make_monitor):
     assert alerts(monitor.derive([biplane("study-jump", 6.6, 0.0)])) == []  # the 3, 4, 5 steps never come later
 
 
-# ---- patient-level cumulative dose -------------------------------------------------------------------------------------
+# ---- patient-level cumulative dose -----------------------------------------------------------------------------------
 def patient_study(started: str, dose_gy: str):
     return factory.make_rdsr([factory.fluoro_event(dose_rp=(dose_gy, "Gy"), dap=("0.001", "Gy.m2"),
                                                    started=started)], patient=factory.Patient())
@@ -274,7 +274,7 @@ def test_lookup_is_for_root_and_the_service_group_only():
     assert entitled(1000, [0], group=gid) and not entitled(1000, [4242], group=gid)
 
 
-# ---- counting each irradiation once ------------------------------------------------------------------------------------
+# ---- counting each irradiation once ----------------------------------------------------------------------------------
 def test_a_study_with_a_dose_report_takes_its_totals_not_the_images_too():
     study = StudyState()
     uid = "1.2.826.0.1.3680043.8.498.77"
@@ -313,7 +313,7 @@ def test_qc_exposures_are_skipped(make_monitor):
     assert monitor.writer.flush() and monitor.history.count("exposures") == 0
 
 
-# ---- the DRL audit ------------------------------------------------------------------------------------------------------
+# ---- the DRL audit ---------------------------------------------------------------------------------------------------
 CHEST_DRL = ReferenceLevel(id="drl-chest", exam="Chest PA + lateral", body_part="CHEST", dap_gy_cm2=0.10)
 
 
@@ -379,7 +379,7 @@ def test_the_monthly_audit_goes_out_once_when_the_month_ends(make_monitor, outbo
     assert published["exams"][0]["examinations"] == 1
 
 
-# ---- deviation index: one target for everything ---------------------------------------------------------------------------
+# ---- deviation index: one target for everything ----------------------------------------------------------------------
 def test_di_alerts_say_when_a_unit_uses_one_target_for_every_exam(make_monitor):
     monitor = make_monitor(DoseRules())
     for body, view in (("CHEST", "PA"), ("KNEE", "AP")):
@@ -403,7 +403,7 @@ def test_targets_set_per_exam_are_not_flagged(make_monitor):
     assert [(a.alert, a.target_ei_uniform) for a in high] == [("deviation-index", False)]
 
 
-# ---- the age the object carries -------------------------------------------------------------------------------------------
+# ---- the age the object carries --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("age_string, birth, months, days", [
     ("000Y", "20231105", 2, 61),  # the dates agree with the stated years: exact months and days
     ("003Y", "19580317", 36, None),  # they disagree (a wrong birth date): the stated age wins, as published

@@ -33,7 +33,8 @@ from typing import Callable
 from zoneinfo import ZoneInfo
 
 from agent.dose import history as h
-from agent.dose.audit import audit_rows_to_history, build_audit, month_start, previous_month
+from agent.dose.audit import month_start
+from agent.dose.audit_schedule import LAST_AUDIT_KEY, MonthlyAudit
 from agent.dose.evaluate import (UNKNOWN_BAND, ExamMatcher, Finding, MatchKey, crossed, di_band,
                                  alert_msg_id, exposure_findings, lower_steps, patient_crossed, to_alert)
 from agent.dose.history import History, HistoryError, HistoryWriter
@@ -45,18 +46,16 @@ from agent.dose.targets import UnitTargets, unit_key
 from agent.outbox import OutboxError
 from agent.payloads.base import Envelope, utc_now
 from agent.payloads.dose import DoseAlert, RoomSummary
-from agent.payloads.drl_audit import DrlAudit
 from agent.payloads.exposure import DoseSummary, ExposureEvent
 from agent.sink import Sink
 
 log = logging.getLogger(__name__)
 
 LAST_DAILY_KEY = "last_daily_end"
-LAST_AUDIT_KEY = "last_audit_end"
 PRUNE_EVERY = timedelta(hours=1)
 RETRY_SUMMARY = timedelta(minutes=1)
-FORGET_IDLE_STUDY_S = 48 * 3600
-MAX_STUDIES_PER_PATIENT = 400  # more in one room's history is not one person: an ID like ANONYMOUS or a phantom's  # memory only: the history file keeps the study, and reloads it when it is seen again
+FORGET_IDLE_STUDY_S = 48 * 3600  # memory only: the history file keeps the study, and reloads it when it is seen again
+MAX_STUDIES_PER_PATIENT = 400  # more in one room's history is not one person: an ID like ANONYMOUS or a phantom's
 
 Op = tuple[str, tuple]
 
@@ -66,8 +65,9 @@ def object_key(payloads: list[Envelope]) -> str:
     return hashlib.sha256("\x1f".join(sorted(p.msg_id for p in payloads)).encode()).hexdigest()[:32]
 
 
-class DoseMonitor:
-    """A supervised service: start() loads the history, tick() runs the daily summary and pruning."""
+class DoseMonitor(MonthlyAudit):
+    """A supervised service: start() loads the history, tick() runs the daily summary, the monthly DRL audit and
+    pruning."""
 
     def __init__(self, rules: DoseRules, history_path: Path, sink: Sink, *, timezone: str = "UTC",
                  summary_at: time = time(0, 0), history_days: int = 90, clock: Callable[[], datetime] = utc_now):
@@ -334,40 +334,6 @@ class DoseMonitor:
         self._summary_retry_at = None
         self._last_daily_end = end
         self.writer.put((h.SET_META, (LAST_DAILY_KEY, end.isoformat())))
-
-    def _monthly_audit(self, now: datetime) -> None:
-        """The DRL audit of the calendar month just ended, once (retried on the next tick if it cannot be stored)."""
-        end = month_start(now, self.zone)
-        if self.rules.audit.period == "off" or end <= self._last_audit_end:
-            return
-        try:
-            self.publish_audit("monthly", previous_month(end, self.zone), end)
-        except (OutboxError, HistoryError, sqlite3.Error) as exc:
-            log.error("monthly DRL audit not stored (%s); retrying", exc)
-            return
-        self._last_audit_end = end
-        self.writer.put((h.SET_META, (LAST_AUDIT_KEY, end.isoformat())))
-
-    def request_audit(self, start: datetime | None = None, end: datetime | None = None) -> DrlAudit:
-        """Publish the DRL audit of [start, end) (default: the month so far), and keep its figures in the history.
-        Raises OutboxError when the outbox cannot take it, HistoryError without a history."""
-        now = self.clock().astimezone(self.zone)
-        return self.publish_audit("request", start or month_start(now, self.zone), end or now)
-
-    def publish_audit(self, trigger: str, start: datetime, end: datetime) -> DrlAudit:
-        audit = self.compute_audit(trigger, start, end)
-        self.sink.emit(audit)
-        self.writer.put(*((h.UPSERT_AUDIT, row) for row in audit_rows_to_history(audit, self.clock().timestamp())))
-        log.info("published %s DRL audit %s .. %s: %d exam group(s)", trigger, start.isoformat(), end.isoformat(),
-                 len(audit.exams))
-        return audit
-
-    def compute_audit(self, trigger: str, start: datetime, end: datetime) -> DrlAudit:
-        if self.writer is None or not self.writer.flush():
-            raise HistoryError("the dose history is not available")
-        rows = self.history.audit_rows(start.timestamp(), end.timestamp())
-        return build_audit(rows, self.rules, site=self.sink.site, room=self.sink.room, trigger=trigger, start=start,
-                           end=end, zone=self.zone_name, ts=self.clock())
 
     def request_summary(self) -> RoomSummary:
         """Publish the summary of the day so far (since the last scheduled summary time); for the command topic.
