@@ -1,8 +1,9 @@
 """The local dose history (SQLite, next to the outbox): one row per distinct exposure, the totals dose reports gave per
 study, the ledger of alerts raised, and a little state (when the last daily summary went out).
 
-Nothing here identifies a patient: studies and exposures are the pseudonymous refs of the exposure events; no age,
-sex, name or UID is stored. Rows older than the configured number of days are pruned.
+Nothing here identifies a patient: studies, exposures and patients are the pseudonymous refs of the exposure events
+(keyed hashes under the site secret); no age, weight, sex, name, ID or UID is stored. Rows older than the configured
+number of days are pruned; a patient's study totals are kept for the longest patient window of the rules.
 
 Writes are behind: the monitor decides from its memory and hands the rows to HistoryWriter, whose thread commits them
 about once a second (WAL, synchronous=NORMAL). So an object's evaluation makes no SQLite call: every call releases the GIL,
