@@ -10,6 +10,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config import Config, ConfigError, check_files, load_config
+from agent.dose.cli import add_dose_commands
 from agent.qc.cli import add_qc_commands
 
 DEFAULT_CONFIG = Path("/etc/xray-agent/agent.toml")
@@ -301,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_new_token)
 
     add_qc_commands(sub, DEFAULT_CONFIG)
+    add_dose_commands(sub, DEFAULT_CONFIG)
     return parser
 
 

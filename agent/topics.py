@@ -36,6 +36,7 @@ KINDS: dict[str, KindPolicy] = {
     "qc/reading": KindPolicy("readings"),
     "qc/session": KindPolicy("qc"),
     "summary": KindPolicy("dicom"),
+    "drl-audit": KindPolicy("dicom"),
 }
 
 

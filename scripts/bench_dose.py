@@ -70,7 +70,7 @@ def micro(count: int) -> dict:
     matcher = DrlMatcher(rules)
     result["evaluate_exposure"] = _pcts(_time_each(lambda e: exposure_findings(e, rules, matcher), events))
     cold = DrlMatcher(rules)  # without the remembered answers: the worst case, every protocol new
-    result["drl_match_uncached"] = _pcts(_time_each(lambda e: cold._first(MatchKey.of(e)), events))
+    result["drl_match_uncached"] = _pcts(_time_each(lambda e: cold._find(MatchKey.of(e)), events))
     with tempfile.TemporaryDirectory(prefix="xray-bench-dose-") as tmp:
         outbox = Outbox(Path(tmp) / "outbox.db", max_bytes=1 << 30)  # only its sink's site/room are used
         monitor = DoseMonitor(rules, Path(tmp) / "dose.db", Sink(outbox, Topics("xray/v1", "site-1", "room-3")))

@@ -6,10 +6,14 @@
   see every exposure, and a Ludlum 375 area monitor pushing a reading every 2 s;
 - an emulated modality that, for each exposure, sends a DX image with the technique in its header to the agent's
   DICOM listener with dcmtk's storescu (as a real modality's extra C-STORE destination would);
-- the agent itself (`xray-agent run`), and a subscriber that prints every message that arrives.
+- the agent itself (`xray-agent run`) with the example dose rules, and a subscriber that prints every message that
+  arrives as one readable line (dose alerts and summaries: what, which exam, value against level);
+- the second exposure (and every seventh after it) is a wrong-technique one: high mAs, so its DAP passes the chest
+  notification level and its deviation index is excessive; after --report-after seconds the day's dose summary and
+  the DRL audit of the month are asked for, as a physicist would.
 
 Everything lives in .demo/ and stops cleanly on Ctrl-C (or after --duration seconds).
-Usage: python scripts/demo.py [--duration SECONDS] [--every SECONDS] [--port PORT]
+Usage: python scripts/demo.py [--duration SECONDS] [--every SECONDS] [--port PORT] [--report-after SECONDS]
 """
 
 from __future__ import annotations
@@ -33,15 +37,19 @@ from pydicom import Dataset  # noqa: E402
 from pydicom.dataset import FileMetaDataset  # noqa: E402
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
+from agent.dose.readable import alert_line, audit_lines, summary_line  # noqa: E402
 from drivers.emulators import EMULATORS  # noqa: E402
 from tests.realparts import AgentProcess, Mosquitto, Received, Subscriber, free_port, write_agent_config  # noqa: E402
 
 DEMO = REPO / ".demo"
 SITE, ROOM = "demo-site", "xr-01"
 MODALITY_AET, AGENT_AET = "DEMO_DR", "XRAYAGENT"
+DOSE_RULES = REPO / "config" / "dose-rules.example.toml"
 # (body part, view, kVp, mAs, field area cm²): a few everyday projections
 TECHNIQUES = [("CHEST", "PA", 120, 2.0, 1400), ("CHEST", "LL", 125, 4.0, 1400), ("HAND", "PA", 55, 1.6, 400),
               ("KNEE", "AP", 65, 5.0, 500), ("ABDOMEN", "AP", 80, 20.0, 1200)]
+WRONG_TECHNIQUE = ("CHEST", "PA", 120, 12.0, 1400)  # 6x the mAs: DAP above the notification level, DI about +7.8
+WRONG_EVERY = 7  # the 2nd, 9th, 16th ... exposure
 
 
 def sample_dx(body: str, view: str, kvp: float, mas: float, dap_gy_m2: float, ei: float) -> Dataset:
@@ -76,19 +84,23 @@ class Room:
         self.emulators, self.dicom_port, self.every_s = emulators, dicom_port, every_s
         self.storescu = shutil.which("storescu")
         self.rng = random.Random()
+        self.count = 0
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self.every_s):
             self.expose()
 
     def expose(self) -> None:
-        body, view, kvp, mas, area_cm2 = self.rng.choice(TECHNIQUES)
+        self.count += 1
+        wrong = self.count % WRONG_EVERY == 2
+        body, view, kvp, mas, area_cm2 = WRONG_TECHNIQUE if wrong else self.rng.choice(TECHNIQUES)
         measured_kvp = kvp * self.rng.uniform(0.97, 1.03)
         air_kerma_ugy = 0.1 * kvp ** 2 / 100 * mas * self.rng.uniform(0.95, 1.05)  # ~ kVp² · mAs at 1 m
         dap_gy_m2 = air_kerma_ugy * 1e-6 * area_cm2 * 1e-4
         self.emulators["kvp-meter"].expose(kvp=measured_kvp, air_kerma_ugy=air_kerma_ugy, exposure_time_ms=mas * 10)
         self.emulators["dap-meter"].expose(dap_gy_m2=dap_gy_m2, exposure_time_ms=mas * 10)
-        self.send(sample_dx(body, view, kvp, mas, dap_gy_m2, 400 * self.rng.uniform(0.6, 1.6)))
+        ei = 400 * (mas / 2.0 if wrong else self.rng.uniform(0.6, 1.6))  # EI follows the detector dose
+        self.send(sample_dx(body, view, kvp, mas, dap_gy_m2, ei))
 
     def send(self, ds: Dataset) -> None:
         path = DEMO / "modality" / f"{ds.SOPInstanceUID}.dcm"
@@ -116,12 +128,23 @@ def show(message: Received) -> None:
         detail = (f"cpu {data['cpu_percent']:.0f}%  agent rss {data['agent_rss_bytes'] / 2**20:.0f} MB  "
                   f"outbox {data['outbox_depth']} undelivered  clock {data['clock_sync']}")
     elif kind == "dose-alert":
-        detail = f"{data['alert']} {data['quantity']} {data['value']:.3g} > {data['level']:.3g} {data['unit']} ({data['rule']})"
+        detail = alert_line(data)
+    elif kind == "summary":
+        detail = summary_line(data)
+    elif kind == "drl-audit":
+        detail = "\n".join(audit_lines(data))
     elif kind == "status":
         detail = f"online={data['online']} reason={data['reason']} version={data['version']}"
     else:
         detail = message.payload.decode()[:110]
     print(f"{datetime.now():%H:%M:%S}  {kind:<22} {detail}", flush=True)
+
+
+def ask_for_reports(config: Path) -> None:
+    """The day's dose summary and the month's DRL audit, stored by the running agent's outbox and published."""
+    print(f"{datetime.now():%H:%M:%S}  ==> asking for the dose summary and the DRL audit", flush=True)
+    for args in (["-m", "agent.dose", "summary"], ["-m", "agent", "drl-audit"]):
+        subprocess.run([sys.executable, *args, "--config", str(config)], cwd=REPO, capture_output=True, timeout=60)
 
 
 def start_emulators() -> dict:
@@ -141,6 +164,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
     parser.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")
     parser.add_argument("--every", type=float, default=4.0, help="seconds between exposures")
+    parser.add_argument("--report-after", type=float, default=40.0,
+                        help="ask for the dose summary and the DRL audit after this many seconds (0: never)")
     args = parser.parse_args()
 
     stop = threading.Event()
@@ -154,7 +179,8 @@ def main() -> int:
     drivers = {"kvp-meter": "victoreen_4000m", "dap-meter": "ptw_diamentor", "area-monitor": "ludlum_375"}
     instruments = [{"id": k, "driver": drivers[k], "port": emulators[k].link} for k in drivers]
     config = write_agent_config(DEMO / "agent", port, instruments=instruments, site={"id": SITE, "room": ROOM},
-                                dicom={"ae_title": AGENT_AET, "allowed_calling_aets": [MODALITY_AET]})
+                                dicom={"ae_title": AGENT_AET, "allowed_calling_aets": [MODALITY_AET]},
+                                dose={"rules_file": str(DOSE_RULES)})
     agent = AgentProcess(config).start()
     print(f"==> agent: {config} (log: {agent.log_path})")
     subscriber = Subscriber(port, topic=f"xray/v1/{SITE}/{ROOM}/#", client_id="demo-subscriber")
@@ -166,10 +192,15 @@ def main() -> int:
     room = Room(emulators, dicom_port, args.every)
     print(f"==> an exposure every {args.every:g} s: meters measure it, the modality sends its image. Ctrl-C stops.")
     threading.Thread(target=room.run, args=(stop,), daemon=True).start()
-    deadline = time.monotonic() + args.duration if args.duration else None
+    started = time.monotonic()
+    deadline = started + args.duration if args.duration else None
+    report_at = started + args.report_after if args.report_after else None
     while not stop.wait(0.2):
         if deadline and time.monotonic() > deadline:
             stop.set()
+        if report_at and time.monotonic() > report_at:
+            report_at = None
+            ask_for_reports(config)
         if agent.proc.poll() is not None:
             print(f"agent exited with status {agent.proc.returncode}; see {agent.log_path}", file=sys.stderr)
             stop.set()

@@ -129,7 +129,7 @@ def test_dose_alerts_name_only_published_exposures(pipeline):
                                                                      ("12", "125", "20240105101500"))]
     pipeline.send(*images, *shared, images[1])
     exposures = {e["event_ref"]: e for e in pipeline.published("exposure")}
-    alerts = [a for a in pipeline.published("dose-alert") if a["alert"] == "drl"]
+    alerts = [a for a in pipeline.published("dose-alert") if a["alert"] == "notification-level"]
     assert len(exposures) == 9 and alerts
     for alert in alerts:
         assert alert["event_ref"] in exposures, "an alert names an exposure that was not published"

@@ -243,8 +243,8 @@ def test_event_json_has_exactly_the_canonical_fields():
         "schema", "msg_id", "site", "room", "ts", "source", "modality", "manufacturer", "model", "station_name",
         "device_serial", "acquired_at", "received_at", "body_part", "view", "protocol", "kvp", "tube_current_ma",
         "exposure_time_ms", "exposure_mas", "dap_gy_m2", "entrance_dose_mgy", "dose_rp_gy", "exposure_index",
-        "target_exposure_index", "deviation_index", "sid_mm", "pulses", "irradiation_type", "study_ref", "event_ref",
-        "patient_age_years", "patient_sex", "repeat_of", "supersedes", "warnings"}
+        "target_exposure_index", "deviation_index", "sid_mm", "pulses", "irradiation_type", "study_ref", "patient_ref",
+        "event_ref", "patient_age_years", "patient_sex", "repeat_of", "supersedes", "warnings"}
     assert payload["schema"] == "xray.exposure/1" and ExposureEvent.KIND == "exposure"
 
 

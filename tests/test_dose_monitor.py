@@ -94,7 +94,7 @@ def test_an_excursion_alerts_once_even_when_the_object_comes_again(make_monitor,
     high = payloads(factory.make_dx(dap_dgy_cm2="2.5", exposure_index="1200", target_exposure_index="250",
                                     deviation_index=None))
     first = monitor.derive(high)
-    assert [(a.alert, a.rule) for a in alerts(first)] == [("drl", "chest-pa"), ("deviation-index",
+    assert [(a.alert, a.rule) for a in alerts(first)] == [("notification-level", "chest-pa"), ("deviation-index",
                                                                                 "deviation-index:excessive")]
     drl = alerts(first)[0]
     assert drl.value == pytest.approx(2.5e-5) and drl.level == pytest.approx(1e-5) and drl.ratio == pytest.approx(2.5)
@@ -170,6 +170,10 @@ def fluoro_reports(study: str, counts=(2, 4, 6, 8)):
     return factory.make_cumulative_rdsrs(events, counts=counts, study_uid=study)
 
 
+def srdl_study_ref(report) -> str:
+    return payloads(report)[-1].study_ref
+
+
 def test_cumulative_thresholds_alert_once_as_crossed_and_survive_a_restart(make_monitor, outbox):
     reports = fluoro_reports("1.2.826.0.1.3680043.8.498.20")
     monitor = make_monitor(load_rules(REPO / "config" / "dose-rules.example.toml"))
@@ -178,28 +182,37 @@ def test_cumulative_thresholds_alert_once_as_crossed_and_survive_a_restart(make_
         out = monitor.derive(payloads(report))
         monitor.sink.emit(*out)
         crossed.append(sorted(a.rule for a in alerts(out)))
-    assert crossed == [[], ["ncrp168-notify-kap-300", "ncrp168-notify-kar-3gy"], ["ncrp168-notify-kar-4gy"]]
+    assert crossed == [[], ["ncrp168-notify-kap", "ncrp168-notify-kar"], ["ncrp168-notify-kap", "ncrp168-notify-kar"]]
     first_alert = alerts(monitor.derive(payloads(reports[1])))  # the crossing object again: the same alerts
-    assert sorted(a.rule for a in first_alert) == ["ncrp168-notify-kap-300", "ncrp168-notify-kar-3gy"]
+    assert sorted((a.rule, a.level) for a in first_alert) == [("ncrp168-notify-kap", pytest.approx(0.03)),
+                                                              ("ncrp168-notify-kar", 3.0)]
     assert monitor.sink.emit(*first_alert) == [False, False]
     monitor.stop()
 
     restarted = make_monitor(load_rules(REPO / "config" / "dose-rules.example.toml"))
     last = restarted.derive(payloads(reports[3]))  # 6.4 Gy, 640 Gy·cm²
-    assert sorted(a.rule for a in alerts(last)) == ["ncrp168-srdl-kap-500", "ncrp168-srdl-kar-5gy"]
-    srdl = next(a for a in alerts(last) if a.rule == "ncrp168-srdl-kar-5gy")
+    # steps: Ka,r 6 Gy (after 3, 4), KAP 600 Gy·cm² (after 300, 400); and both SRDLs
+    assert sorted((a.rule, round(a.level, 6)) for a in alerts(last) if a.alert == "cumulative") == [
+        ("ncrp168-notify-kap", 0.06), ("ncrp168-notify-kar", 6.0), ("ncrp168-srdl-kap", 0.05),
+        ("ncrp168-srdl-kar", 5.0)]
+    patient = [a for a in alerts(last) if a.alert == "patient-cumulative"]  # the example's 5 Gy over 12 months
+    assert [(a.rule, a.value, a.studies) for a in patient] == [
+        ("patient-kar-5gy-12-months", pytest.approx(6.4), [srdl_study_ref(reports[3])])]
+    srdl = next(a for a in alerts(last) if a.rule == "ncrp168-srdl-kar")
     assert srdl.alert == "cumulative" and srdl.quantity == "study_dose_rp_gy" and srdl.unit == "Gy"
     assert srdl.value == pytest.approx(6.4) and srdl.level == 5.0 and srdl.events_in_study == 8
     # an older report again: only what that very object raised comes back, and the outbox already has it
     older = alerts(restarted.derive(payloads(reports[2])))
-    assert [a.rule for a in older] == ["ncrp168-notify-kar-4gy"] and restarted.sink.emit(*older) == [False]
+    assert sorted((a.rule, round(a.level, 6)) for a in older) == [("ncrp168-notify-kap", 0.04),
+                                                                  ("ncrp168-notify-kar", 4.0)]
+    assert restarted.sink.emit(*older) == [False, False]
 
 
 def test_reported_totals_count_when_events_carry_no_dose(make_monitor):
     monitor = make_monitor()
     totals = factory.DoseTotals(dose_rp_total=("3.5", "Gy"), dap_total=("0.01", "Gy.m2"))
     report = factory.make_rdsr([factory.fluoro_event(dose_rp=None, dap=None)], totals=totals)
-    assert [a.rule for a in alerts(monitor.derive(payloads(report)))] == ["ncrp168-notify-kar-3gy"]
+    assert [a.rule for a in alerts(monitor.derive(payloads(report)))] == ["ncrp168-notify-kar"]
 
 
 # ---- summaries ---------------------------------------------------------------------------------------------------
@@ -217,14 +230,16 @@ def test_summary_figures(make_monitor):
     zone = ZoneInfo("UTC")
     summary = monitor.compute_summary("request", datetime(2024, 1, 5, tzinfo=zone), datetime(2024, 1, 6, tzinfo=zone))
     assert summary.exposures == 6 and summary.repeats == 1 and summary.repeat_rate == pytest.approx(1 / 6)
-    assert summary.alerts == {"drl": 1, "deviation-index": 3, "cumulative": 0}  # DAP 3.0; DI 3.01, 4.77, 6.02
+    assert summary.alerts == {"notification-level": 1, "deviation-index": 3, "cumulative": 0,
+                              "patient-cumulative": 0}  # DAP 3.0; DI 3.01, 4.77, 6.02
     knee, thorax = summary.protocols
     assert knee.protocol == "Knie AP" and knee.exposures == 1 and knee.with_dap == 0 and knee.dap_median_gy_m2 is None
     assert knee.deviation_index_bands["unknown"] == 1.0
     values = sorted([5e-6, 7e-6, 9e-6, 3e-5, 6e-6])
     assert thorax.exposures == 5 and thorax.dap_median_gy_m2 == pytest.approx(values[2])
     assert thorax.dap_p75_gy_m2 == pytest.approx(values[3])
-    assert thorax.repeats == 1 and thorax.alerts == {"drl": 1, "deviation-index": 3, "cumulative": 0}
+    assert thorax.repeats == 1 and thorax.alerts == {"notification-level": 1, "deviation-index": 3, "cumulative": 0,
+                                                     "patient-cumulative": 0}
     # DI 0, 3.01, 4.77, 6.02 computed; the repeat carries the factory's 0.93
     assert thorax.deviation_index_bands == pytest.approx({"excessive": 0.6, "over": 0.0, "normal": 0.4,
                                                           "under": 0.0, "excessively-under": 0.0, "unknown": 0.0})

@@ -120,15 +120,22 @@ def build_day(now: datetime) -> list[Sent]:
     runs = [factory.fluoro_event(protocol=FLUORO_PROTOCOL, dose_rp=("0.8", "Gy"), dap=("0.008", "Gy.m2"),
                                  started=(start + timedelta(minutes=5 + 10 * i)).strftime("%Y%m%d%H%M%S"))
             for i in range(8)]
+    # NCRP 168 steps (Ka,r 3 Gy then every 1; KAP 300 Gy·cm² then every 100) and SRDLs, at 1.6, 3.2, 4.8 and 6.4 Gy
+    # (160, 320, 480, 640 Gy·cm²); at 6.4 Gy the patient's 12-month total passes the example's 5 Gy too
     crossing = {2: [],
-                4: [("ncrp168-notify-kar-3gy", "study_dose_rp_gy"), ("ncrp168-notify-kap-300", "study_dap_gy_m2")],
-                6: [("ncrp168-notify-kar-4gy", "study_dose_rp_gy")],
-                8: [("ncrp168-srdl-kar-5gy", "study_dose_rp_gy"), ("ncrp168-srdl-kap-500", "study_dap_gy_m2")]}
+                4: [("ncrp168-notify-kar", "study_dose_rp_gy"), ("ncrp168-notify-kap", "study_dap_gy_m2")],
+                6: [("ncrp168-notify-kar", "study_dose_rp_gy"), ("ncrp168-notify-kap", "study_dap_gy_m2")],
+                8: [("ncrp168-notify-kar", "study_dose_rp_gy"), ("ncrp168-srdl-kar", "study_dose_rp_gy"),
+                    ("ncrp168-notify-kap", "study_dap_gy_m2"), ("ncrp168-srdl-kap", "study_dap_gy_m2"),
+                    ("patient-kar-5gy-12-months", "patient_dose_rp_gy")]}
     reports = factory.make_cumulative_rdsrs(runs, counts=(2, 4, 6, 8), study_uid=generate_uid())
     for n, (report, count) in enumerate(zip(reports, (2, 4, 6, 8))):
         new_runs = [{"dap": 0.008, "di": None, "repeat": False}] * 2
         day.insert(10 + 15 * n, Sent(report, FLUORO_PROTOCOL, new_runs, crossing[count]))
     return day
+
+
+ALERT_KINDS = ("notification-level", "deviation-index", "cumulative", "patient-cumulative")
 
 
 def expected_summary(day: list[Sent]) -> dict:
@@ -140,8 +147,9 @@ def expected_summary(day: list[Sent]) -> dict:
     for sent in day:
         for rule, quantity in sent.alerts:
             kind = ("deviation-index" if quantity == "deviation_index"
-                    else "cumulative" if quantity.startswith("study_") else "drl")
-            alerts_per.setdefault(sent.protocol, {"drl": 0, "deviation-index": 0, "cumulative": 0})[kind] += 1
+                    else "cumulative" if quantity.startswith("study_")
+                    else "patient-cumulative" if quantity.startswith("patient_") else "notification-level")
+            alerts_per.setdefault(sent.protocol, dict.fromkeys(ALERT_KINDS, 0))[kind] += 1
     protocols = {}
     for protocol, events in per.items():
         daps = [e["dap"] for e in events]
@@ -151,7 +159,7 @@ def expected_summary(day: list[Sent]) -> dict:
             "p75": statistics.quantiles(daps, n=4, method="inclusive")[2] if len(daps) > 1 else daps[0],
             "repeats": sum(e["repeat"] for e in events),
             "bands": {b: bands.count(b) / len(bands) for b in set(bands)},
-            "alerts": alerts_per.get(protocol, {"drl": 0, "deviation-index": 0, "cumulative": 0}),
+            "alerts": alerts_per.get(protocol, dict.fromkeys(ALERT_KINDS, 0)),
         }
     return protocols
 
@@ -189,9 +197,9 @@ def test_a_day_of_exposures_gives_exactly_the_expected_alerts_and_summary(broker
     exposure_count = sum(len(s.events) for s in day)
     wait_for(lambda: len(subscriber.snapshot("/exposure")) >= exposure_count, 30, "every exposure event")
 
-    # the same objects again: a DRL excursion and the report that crossed 3 Gy add nothing
+    # the same objects again: a notification-level excursion and the report that crossed 3 Gy add nothing
     resend = [next(s for s in day if s.alerts[:1] == [("chest-pa", "dap_gy_m2")]),
-              next(s for s in day if ("ncrp168-notify-kar-3gy", "study_dose_rp_gy") in s.alerts)]
+              next(s for s in day if ("ncrp168-notify-kar", "study_dose_rp_gy") in s.alerts)]
     storescu(port, [s.path for s in resend])
     wait_for(lambda: "stored 0 new event(s) (2 already known)" in agent.log()
              and "stored 0 new event(s) (7 already known)" in agent.log(), 15, "re-sent objects deduplicated")
@@ -204,7 +212,7 @@ def test_a_day_of_exposures_gives_exactly_the_expected_alerts_and_summary(broker
 
     received = [m.json() for m in subscriber.snapshot("/dose-alert")]
     assert len({a["msg_id"] for a in received}) == len(received), "an alert arrived twice"
-    assert sorted((a["rule"], a["quantity"], a["event_ref"] if a["alert"] != "cumulative" else a["study_ref"])
+    assert sorted((a["rule"], a["quantity"], a["study_ref"] if "cumulative" in a["alert"] else a["event_ref"])
                   for a in received) == expected
     assert len(subscriber.snapshot("/exposure")) == exposure_count
     _check_repeats(subscriber, day, ctx)
@@ -218,7 +226,7 @@ def _history_rows(path: Path) -> int:
 
 def _anchor(sent: Sent, rule: str, ctx: ExtractContext) -> str:
     payloads = extract(factory.roundtrip(sent.ds), ctx)
-    return payloads.events[0].study_ref if rule.startswith(("ncrp", "tjc")) else payloads.events[0].event_ref
+    return payloads.events[0].study_ref if rule.startswith(("ncrp", "patient")) else payloads.events[0].event_ref
 
 
 def _check_repeats(subscriber: Subscriber, day: list[Sent], ctx: ExtractContext) -> None:
@@ -239,7 +247,7 @@ def _check_summary(summary: dict, day: list[Sent]) -> None:
     assert summary["exposures"] == total and summary["repeats"] == 2
     assert summary["repeat_rate"] == pytest.approx(2 / total)
     assert summary["alerts"] == {kind: sum(p["alerts"][kind] for p in want.values())
-                                 for kind in ("drl", "deviation-index", "cumulative")}
+                                 for kind in ALERT_KINDS}
     got = {p["protocol"]: p for p in summary["protocols"]}
     assert set(got) == set(want)
     for protocol, figures in want.items():

@@ -134,7 +134,7 @@ def _matcher(*rules: DrlRule, match: str = "glob") -> DrlMatcher:
     ({}, "paed-1-5"),
     ({"patient_age_years": 5}, "adult"),  # age_max is exclusive
     ({"patient_age_years": 0}, "adult"),  # no rule for under-ones: the unbanded rule applies
-    ({"patient_age_years": None}, "adult"),  # banded rules never match an unknown age
+    ({"patient_age_years": None}, None),  # an exam with banded rules and no age: band unknown, never adult
     ({"body_part": "chest ", "view": "pa"}, "paed-1-5"),  # case and surrounding blanks do not matter
     ({"view": "AP"}, None),
     ({"body_part": None}, None),  # a criterion never matches a missing value
@@ -179,22 +179,24 @@ def test_exposure_findings_combine_drl_and_di():
     rules = DoseRules(drl=[CHEST])
     ev = event(dap_gy_m2=3e-5, deviation_index=3.4, patient_age_years=40)
     assert [(f.alert, f.quantity) for f in exposure_findings(ev, rules, matcher)] == [
-        ("drl", "dap_gy_m2"), ("deviation-index", "deviation_index")]
+        ("notification-level", "dap_gy_m2"), ("deviation-index", "deviation_index")]
     assert exposure_findings(event(dap_gy_m2=None, deviation_index=None), rules, matcher) == []
 
 
 # ---- cumulative thresholds ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dose_rp, dap, rules", [
+@pytest.mark.parametrize("dose_rp, dap, found", [
     (2.99, 0.0, []),
     (3.0, 0.0, []),  # exactly at 3 Gy: not above
-    (3.01, 0.0, ["ncrp168-notify-kar-3gy"]),
-    (5.5, 0.031, ["ncrp168-notify-kar-3gy", "ncrp168-srdl-kar-5gy", "ncrp168-notify-kap-300"]),
-    (0.0, 0.05, ["ncrp168-notify-kap-300"]),  # exactly 500 Gy·cm²
-    (0.0, 0.0501, ["ncrp168-notify-kap-300", "ncrp168-srdl-kap-500"]),
+    (3.01, 0.0, [("ncrp168-notify-kar", 3.0)]),
+    (4.0, 0.0, [("ncrp168-notify-kar", 3.0)]),  # exactly at the 4 Gy step: still the 3 Gy step
+    (4.01, 0.0, [("ncrp168-notify-kar", 4.0)]),
+    (5.5, 0.031, [("ncrp168-notify-kar", 5.0), ("ncrp168-srdl-kar", 5.0), ("ncrp168-notify-kap", 0.03)]),
+    (0.0, 0.05, [("ncrp168-notify-kap", 0.04)]),  # exactly 500 Gy·cm²: the 400 step, no SRDL
+    (0.0, 0.0501, [("ncrp168-notify-kap", 0.05), ("ncrp168-srdl-kap", 0.05)]),
 ])
-def test_cumulative_thresholds_crossed(dose_rp, dap, rules):
+def test_cumulative_thresholds_crossed(dose_rp, dap, found):
     findings = crossed({"study_dose_rp_gy": dose_rp, "study_dap_gy_m2": dap}, DoseRules().cumulative)
-    assert [f.rule for f in findings] == rules
+    assert [(f.rule, f.level) for f in findings] == [(r, pytest.approx(level)) for r, level in found]
 
 
 # ---- alerts ------------------------------------------------------------------------------------------------------
@@ -222,12 +224,20 @@ def test_percentiles_match_the_inclusive_quartile_method(values):
 # ---- the rules file and the [dose] config ------------------------------------------------------------------------
 def test_example_rules_load_and_defaults_apply_without_a_file():
     rules = load_rules(EXAMPLE_RULES)
-    assert len(rules.drl) >= 10 and [r.id for r in rules.drl][:1] == ["paed-chest-ap-pa-0-1y"]
-    assert {t.quantity for t in rules.cumulative} == {"dose_rp_gy", "dap_gy_cm2"}
+    assert len(rules.notification_level) >= 10
+    assert [r.id for r in rules.notification_level][:1] == ["paed-chest-ap-pa-0-3m"]
+    assert {t.quantity for t in rules.cumulative} == {"dose_rp_gy", "dap_gy_cm2", "fluoro_time_min"}
     assert rules.deviation_index == DeviationIndexBands()
+    assert rules.diagnostic_reference_level and rules.audit.min_examinations == 20
+    assert rules.patient_cumulative[0].window_days == 365
     default = load_rules(None)
-    assert default.drl == [] and [t.id for t in default.cumulative][:2] == ["ncrp168-notify-kar-3gy",
-                                                                             "ncrp168-srdl-kar-5gy"]
+    assert default.notification_level == [] and [t.id for t in default.cumulative][:3] == [
+        "ncrp168-notify-kar", "ncrp168-notify-kar-plane", "ncrp168-srdl-kar"]
+
+
+def test_example_rules_never_compare_a_percentile_with_a_drl():
+    text = EXAMPLE_RULES.read_text().lower()
+    assert "75th" not in text and "percentile" not in text and "[[drl]]" not in text.replace("called [[drl]]", "")
 
 
 @pytest.mark.parametrize("text, needle", [
@@ -283,5 +293,8 @@ def test_check_rules_tool_lists_the_shipped_rules():
     result = subprocess.run([sys.executable, "-m", "agent.dose", "check-rules", str(EXAMPLE_RULES)], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "drl chest-pa: DAP Gy·cm² 0.1, ESD mGy 0.4" in result.stdout
-    assert "cumulative ncrp168-srdl-kar-5gy: dose_rp_gy > 5" in result.stdout
+    assert "notification level chest-pa: DAP Gy·cm² 0.1, ESD mGy 0.4" in result.stdout
+    assert "notification level paed-chest-ap-pa-0-3m: band 0d-<3m DAP Gy·cm² 0.01" in result.stdout
+    assert "cumulative ncrp168-srdl-kar: dose_rp_gy > 5" in result.stdout
+    assert "cumulative ncrp168-notify-kar-plane: dose_rp_gy > 3, then every 1 (plane each)" in result.stdout
+    assert "DRL drl-chest-pa (Chest PA): band 16y-<∞ median DAP per examination 0.1 Gy·cm²" in result.stdout

@@ -60,7 +60,8 @@ def fill_history(path: Path, sink) -> None:
     monitor.start()
     from agent.dose import history as h
     monitor.writer.put(*((h.UPSERT_EXPOSURE, (f"ev-{i:04d}", f"st-{i // 4}", 1.7e9 + i, 1.7e9 + i, "CHEST PA",
-                                              "CHEST", "PA", "DX", "projection", 0.01 * i, None, 0.1, "ok", None))
+                                              "CHEST", "PA", "DX", "projection", 0.01 * i, None, 0.1, "ok", None,
+                                              "image", f"pt-{i // 8}", None, "CHEST PA", None, "any", None, None))
                          for i in range(ROWS)))
     assert monitor.writer.flush()
     monitor.stop()

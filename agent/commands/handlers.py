@@ -105,6 +105,18 @@ def dose_summary(ctx: CommandContext, args: dict) -> dict[str, Any]:
     return {"summary": summary.model_dump(mode="json", by_alias=True)}
 
 
+def drl_audit(ctx: CommandContext, args: dict) -> dict[str, Any]:
+    """Publish the DRL audit of the month so far on `drl-audit` now, and return it."""
+    _no_args(args)
+    if ctx.dose is None:
+        raise CommandError("dose monitoring is not running in this agent")
+    try:
+        audit = ctx.dose.request_audit()
+    except Exception as exc:  # noqa: BLE001 - outbox full or history unreadable: say so in the reply
+        raise CommandError(f"DRL audit not published: {exc}") from None
+    return {"drl_audit": audit.model_dump(mode="json", by_alias=True)}
+
+
 COMMANDS: dict[str, Callable[[CommandContext, dict], dict[str, Any]]] = {
     "ping": ping,
     "health": health,
@@ -113,4 +125,5 @@ COMMANDS: dict[str, Callable[[CommandContext, dict], dict[str, Any]]] = {
     "set-log-level": set_log_level,
     "dose-summary": dose_summary,
     "retry-parked": retry_parked,
+    "drl-audit": drl_audit,
 }

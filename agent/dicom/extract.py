@@ -31,7 +31,7 @@ listed in the payload's `warnings`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -40,6 +40,7 @@ from pydicom import Dataset
 from agent.dicom import image, rdsr, units
 from agent.dicom.identifiers import patient_identifiers
 from agent.dicom.attributes import read_text
+from agent.dicom.patient import PatientFacts, patient_facts, patient_ref
 from agent.payloads.base import Envelope, utc_now
 from agent.payloads.exposure import DoseSummary, ExposureEvent
 from agent.privacy.policy import TextPolicy
@@ -94,6 +95,7 @@ class Extraction:
     # Per event, in order: (keyed hash of its identity key, its place in the object: keyed hash of the SOP Instance
     # UID + position). Never published; the intake uses them to tell a correction from a repeated identity.
     identities: tuple[tuple[str, str], ...] = ()
+    patient: PatientFacts | None = None  # private: for dose rules only, never serialised (agent.dicom.patient)
 
     def payloads(self) -> tuple[Envelope, ...]:
         """All payloads in publish order: events first, then the summary that totals them."""
@@ -118,9 +120,11 @@ def _extract(ds: Dataset, ctx: ExtractContext) -> Extraction:
     kind = classify(ds)
     if kind == "image":
         event, identity = _image_event(ds, ctx)
-        return Extraction(events=(event,), identities=(_identity(ds, ctx, identity, 0),))
+        return Extraction(events=(event,), identities=(_identity(ds, ctx, identity, 0),),
+                          patient=patient_facts(ds, ctx.secret))
     if kind == "rdsr":
-        return _dose_report(ds, ctx)
+        found = _dose_report(ds, ctx)
+        return replace(found, patient=patient_facts(ds, ctx.secret)) if found.events or found.summary else found
     return Extraction()
 
 
@@ -176,6 +180,7 @@ def _common(ds: Dataset, ctx: ExtractContext, modality: str | None, ids: Identif
     return {
         "site": ctx.site, "room": ctx.room, "ts": ctx.received_at, "received_at": ctx.received_at, **labels,
         "study_ref": make_ref(ctx.secret, "study", study_uid) if study_uid else None,
+        "patient_ref": patient_ref(ctx.secret, ds),
         "patient_age_years": patient_age_years(ds) if include else None,
         "patient_sex": patient_sex(ds) if include else None,
         "warnings": warnings,

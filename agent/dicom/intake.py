@@ -69,7 +69,7 @@ class DicomIntake:
 
     def __init__(self, sink: Sink, secret: bytes, *, timezone: str = "UTC", include_age_sex: bool = True,
                  quarantine: BoundedFolder | None = None, retain_raw: BoundedFolder | None = None,
-                 derive: Callable[[list[Envelope]], list[Envelope]] | None = None,
+                 derive: Callable[..., list[Envelope]] | None = None,
                  free_text: TextPolicy = TextPolicy(), time_resolution: TimeResolution = "exact"):
         self.sink = sink
         self.secret = secret
@@ -106,7 +106,7 @@ class DicomIntake:
             # After the identity review, so the dose monitor sees `supersedes`; every alert it adds names an event
             # of this same commit (an exposure dropped as already known has the msg_id, hence the content, of one
             # stored before, and so has its alert).
-            payloads = self.derive(payloads)
+            payloads = self.derive(payloads, extraction.patient)  # private facts: evaluated, never stored
         if payloads:
             try:
                 inserted = self.sink.emit(*(coarsen_times(p, self.time_resolution) for p in payloads))

@@ -12,7 +12,7 @@ from agent.dicom.scp import StorageSCP
 from agent.payloads.base import Envelope
 from agent.sink import Sink
 
-Derive = Callable[[list[Envelope]], list[Envelope]]
+Derive = Callable[..., list[Envelope]]  # (payloads, private patient facts or None) -> payloads + alerts
 
 FOLDER_STATE_FILE = "folder-intake.db"
 

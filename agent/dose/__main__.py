@@ -60,14 +60,21 @@ def cmd_check_rules(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    for rule in rules.drl:
-        banded = rule.age_min is not None or rule.age_max is not None
-        ages = f" ages [{rule.age_min or 0}, {rule.age_max or '-'})" if banded else ""
+    for rule in rules.notification_level:
+        band = f" band {rule.band}" if rule.banded else ""
         levels = ", ".join(f"{name} {value:g}" for name, value in (("DAP Gy·cm²", rule.dap_gy_cm2),
                                                                     ("ESD mGy", rule.entrance_dose_mgy)) if value)
-        print(f"drl {rule.id}:{ages} {levels}")
+        print(f"notification level {rule.id}:{band} {levels}")
+    for rule in rules.diagnostic_reference_level:
+        band = f" band {rule.band}" if rule.banded else ""
+        print(f"DRL {rule.id} ({rule.exam_name}):{band} median DAP per examination {rule.dap_gy_cm2:g} Gy·cm²")
+    print(f"DRL audit: {rules.audit.period}, at least {rules.audit.min_examinations} examinations")
     for t in rules.cumulative:
-        print(f"cumulative {t.id}: {t.quantity} > {t.level:g}")
+        step = f", then every {t.every:g}" if t.every else ""
+        plane = "" if t.plane == "total" else f" (plane {t.plane})"
+        print(f"cumulative {t.id}: {t.quantity} > {t.level:g}{step}{plane}")
+    for t in rules.patient_cumulative:
+        print(f"patient {t.id}: {t.quantity} > {t.level:g} over {t.window_days} days")
     b = rules.deviation_index
     print(f"deviation index: excessive > {b.excessive_above:g}, over > {b.over_above:g}, under < {b.under_below:g}, "
           f"excessively under < {b.excessively_under_below:g}; alerts: {', '.join(b.alert) or 'none'}")

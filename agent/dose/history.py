@@ -1,8 +1,9 @@
 """The local dose history (SQLite, next to the outbox): one row per distinct exposure, the totals dose reports gave per
 study, the ledger of alerts raised, and a little state (when the last daily summary went out).
 
-Nothing here identifies a patient: studies and exposures are the pseudonymous refs of the exposure events; no age,
-sex, name or UID is stored. Rows older than the configured number of days are pruned.
+Nothing here identifies a patient: studies, exposures and patients are the pseudonymous refs of the exposure events
+(keyed hashes under the site secret); no age, weight, sex, name, ID or UID is stored. Rows older than the configured
+number of days are pruned; a patient's study totals are kept for the longest patient window of the rules.
 
 Writes are behind: the monitor decides from its memory and hands the rows to HistoryWriter, whose thread commits them
 about once a second (WAL, synchronous=NORMAL). So an object's evaluation makes no SQLite call: every call releases the GIL,
@@ -56,29 +57,75 @@ MIGRATIONS: list[str] = [
     CREATE INDEX alerts_at ON alerts (at);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     """,
+    """
+    ALTER TABLE exposures ADD COLUMN source TEXT;
+    ALTER TABLE exposures ADD COLUMN patient_ref TEXT;
+    ALTER TABLE exposures ADD COLUMN fluoro_time_s REAL;
+    ALTER TABLE exposures ADD COLUMN exam TEXT;          -- DRL audit: the exam name, its rule and patient band
+    ALTER TABLE exposures ADD COLUMN exam_rule TEXT;
+    ALTER TABLE exposures ADD COLUMN band TEXT;
+    ALTER TABLE exposures ADD COLUMN unit TEXT;          -- manufacturer, model, serial: the unit's target EI
+    ALTER TABLE exposures ADD COLUMN target_ei REAL;
+    CREATE INDEX exposures_patient ON exposures (patient_ref);
+    ALTER TABLE study_reports ADD COLUMN fluoro_time_total_s REAL;
+    ALTER TABLE study_reports ADD COLUMN planes TEXT;    -- JSON {"A": {"study_dose_rp_gy": ...}, "B": ...}
+    ALTER TABLE alerts ADD COLUMN patient_ref TEXT;
+    ALTER TABLE alerts ADD COLUMN quantity TEXT;
+    ALTER TABLE alerts ADD COLUMN value REAL;
+    ALTER TABLE alerts ADD COLUMN level REAL;
+    CREATE INDEX alerts_patient ON alerts (patient_ref);
+    CREATE TABLE patient_studies (
+        patient_ref TEXT NOT NULL, study_ref TEXT NOT NULL,
+        at REAL NOT NULL,               -- the study's first exposure; epoch seconds
+        dap_gy_m2 REAL, dose_rp_gy REAL, fluoro_time_s REAL,
+        PRIMARY KEY (patient_ref, study_ref)
+    ) WITHOUT ROWID;
+    CREATE INDEX patient_studies_at ON patient_studies (at);
+    CREATE TABLE drl_audits (
+        period_start TEXT NOT NULL, period_end TEXT NOT NULL, trigger TEXT NOT NULL,
+        exam TEXT NOT NULL, band TEXT NOT NULL, rule TEXT, examinations INTEGER NOT NULL,
+        median_dap_gy_m2 REAL, q1_dap_gy_m2 REAL, q3_dap_gy_m2 REAL, drl_dap_gy_m2 REAL, median_to_drl REAL,
+        flags TEXT NOT NULL, computed_at REAL NOT NULL,
+        PRIMARY KEY (period_start, period_end, exam, band)
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The write operations, as (statement, parameters); the monitor builds the parameters.
 UPSERT_EXPOSURE = (
     "INSERT INTO exposures (event_ref, study_ref, at, received_at, protocol, body_part, view, modality, "
-    "irradiation_type, dap_gy_m2, dose_rp_gy, deviation_index, di_band, repeat_of) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_ref) DO UPDATE SET "  # a second view of
-    "dap_gy_m2 = coalesce(dap_gy_m2, excluded.dap_gy_m2), "  # the exposure (image and RDSR) fills what was missing
-    "dose_rp_gy = coalesce(dose_rp_gy, excluded.dose_rp_gy), "
+    "irradiation_type, dap_gy_m2, dose_rp_gy, deviation_index, di_band, repeat_of, source, patient_ref, "
+    "fluoro_time_s, exam, exam_rule, band, unit, target_ei) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_ref) DO UPDATE SET "
+    "dap_gy_m2 = coalesce(dap_gy_m2, excluded.dap_gy_m2), "  # a second view of the exposure (image and RDSR) fills
+    "dose_rp_gy = coalesce(dose_rp_gy, excluded.dose_rp_gy), "  # what was missing
+    "fluoro_time_s = coalesce(fluoro_time_s, excluded.fluoro_time_s), "
+    "patient_ref = coalesce(patient_ref, excluded.patient_ref), "
+    "target_ei = coalesce(target_ei, excluded.target_ei), "
+    "source = CASE excluded.source WHEN 'rdsr' THEN 'rdsr' ELSE source END, "
     "deviation_index = coalesce(deviation_index, excluded.deviation_index), "
     "di_band = CASE di_band WHEN 'unknown' THEN excluded.di_band ELSE di_band END")
 UPSERT_REPORT = (
-    "INSERT INTO study_reports (study_ref, dap_total_gy_m2, dose_rp_total_gy, updated_at) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (study_ref) DO UPDATE SET "  # a cumulative report only grows: keep the largest totals
-    "dap_total_gy_m2 = max(coalesce(dap_total_gy_m2, 0), coalesce(excluded.dap_total_gy_m2, 0)), "
-    "dose_rp_total_gy = max(coalesce(dose_rp_total_gy, 0), coalesce(excluded.dose_rp_total_gy, 0)), "
-    "updated_at = excluded.updated_at")
-INSERT_ALERT = ("INSERT OR IGNORE INTO alerts (msg_id, alert, rule, protocol, study_ref, at, object_key) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)")
+    "INSERT INTO study_reports (study_ref, dap_total_gy_m2, dose_rp_total_gy, updated_at, fluoro_time_total_s, "
+    "planes) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (study_ref) DO UPDATE SET "  # a cumulative report only grows: the monitor sends the largest totals
+    "dap_total_gy_m2 = excluded.dap_total_gy_m2, dose_rp_total_gy = excluded.dose_rp_total_gy, "
+    "fluoro_time_total_s = excluded.fluoro_time_total_s, planes = excluded.planes, updated_at = excluded.updated_at")
+UPSERT_PATIENT_STUDY = (
+    "INSERT INTO patient_studies (patient_ref, study_ref, at, dap_gy_m2, dose_rp_gy, fluoro_time_s) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (patient_ref, study_ref) DO UPDATE SET at = min(at, excluded.at), "
+    "dap_gy_m2 = excluded.dap_gy_m2, dose_rp_gy = excluded.dose_rp_gy, fluoro_time_s = excluded.fluoro_time_s")
+INSERT_ALERT = ("INSERT OR IGNORE INTO alerts (msg_id, alert, rule, protocol, study_ref, at, object_key, patient_ref, "
+                "quantity, value, level) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+UPSERT_AUDIT = (
+    "INSERT OR REPLACE INTO drl_audits (period_start, period_end, trigger, exam, band, rule, examinations, "
+    "median_dap_gy_m2, q1_dap_gy_m2, q3_dap_gy_m2, drl_dap_gy_m2, median_to_drl, flags, computed_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 SET_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 PRUNE = ("DELETE FROM exposures WHERE at < ?1", "DELETE FROM alerts WHERE at < ?1",
          "DELETE FROM study_reports WHERE updated_at < ?1")
+PRUNE_PATIENTS = "DELETE FROM patient_studies WHERE at < ?1"  # kept for the longest patient window
 
 
 def create_schema(conn: sqlite3.Connection, path: Path | None = None) -> None:
@@ -119,6 +166,21 @@ class StoredExposure:
     dap_gy_m2: float | None
     dose_rp_gy: float | None
     repeat_of: str | None
+    source: str | None = None
+    fluoro_time_s: float | None = None
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """What the DRL audit needs of one exposure."""
+
+    study_ref: str | None
+    at: float
+    exam: str | None
+    exam_rule: str | None
+    band: str | None
+    dap_gy_m2: float | None
+    repeat: bool
 
 
 class History:
@@ -171,11 +233,32 @@ class History:
     def load_study(self, study_ref: str) -> tuple[list[StoredExposure], float, float]:
         """A study's exposures in the order received, and the largest DAP and Dose (RP) totals its reports gave."""
         rows = self._query("SELECT event_ref, at, body_part, view, protocol, modality, irradiation_type, dap_gy_m2, "
-                           "dose_rp_gy, repeat_of FROM exposures WHERE study_ref = ? ORDER BY rowid", (study_ref,))
-        report = self._query("SELECT dap_total_gy_m2, dose_rp_total_gy FROM study_reports WHERE study_ref = ?",
-                             (study_ref,))
-        dap, dose = (report[0][0] or 0.0, report[0][1] or 0.0) if report else (0.0, 0.0)
-        return [StoredExposure(*row) for row in rows], dap, dose
+                           "dose_rp_gy, repeat_of, source, fluoro_time_s FROM exposures WHERE study_ref = ? "
+                           "ORDER BY rowid", (study_ref,))
+        report = self._query("SELECT dap_total_gy_m2, dose_rp_total_gy, fluoro_time_total_s, planes FROM "
+                             "study_reports WHERE study_ref = ?", (study_ref,))
+        return [StoredExposure(*row) for row in rows], (report[0] if report else None)
+
+    def patient_refs(self) -> set[str]:
+        return {row[0] for row in self._query("SELECT DISTINCT patient_ref FROM patient_studies")}
+
+    def load_patient(self, patient_ref: str) -> list[tuple[str, float, float | None, float | None, float | None]]:
+        """(study_ref, at, dap_gy_m2, dose_rp_gy, fluoro_time_s) of the patient's studies."""
+        return self._query("SELECT study_ref, at, dap_gy_m2, dose_rp_gy, fluoro_time_s FROM patient_studies "
+                           "WHERE patient_ref = ?", (patient_ref,))
+
+    def unit_targets(self) -> list[tuple[str, str | None, str | None, float]]:
+        """(unit, body_part, view, target EI) of every exposure that had a target EI."""
+        return self._query("SELECT DISTINCT unit, body_part, view, target_ei FROM exposures "
+                           "WHERE unit IS NOT NULL AND target_ei IS NOT NULL")
+
+    def audit_rows(self, start: float, end: float) -> list[AuditRow]:
+        """The exposures of studies that began in [start, end) (an examination belongs to the period it began in)."""
+        rows = self._query(
+            "SELECT e.study_ref, e.at, e.exam, e.exam_rule, e.band, e.dap_gy_m2, e.repeat_of IS NOT NULL "
+            "FROM exposures e JOIN (SELECT study_ref, min(at) AS first FROM exposures WHERE study_ref IS NOT NULL "
+            "GROUP BY study_ref) s ON s.study_ref = e.study_ref WHERE s.first >= ? AND s.first < ?", (start, end))
+        return [AuditRow(*row[:6], bool(row[6])) for row in rows]
 
     def alert_ledger(self) -> dict[str, tuple[str, float]]:
         """msg_id -> (object_key that raised it, its time) of every alert kept."""

@@ -29,21 +29,35 @@ import threading
 import time as clock_time
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 from zoneinfo import ZoneInfo
 
 from agent import statedb
 from agent.dose import history as h
-from agent.dose.evaluate import DrlMatcher, MatchKey, crossed, di_band, exposure_findings, to_alert
+from agent.dose.audit import month_start
+from agent.dose.audit_schedule import LAST_AUDIT_KEY, MonthlyAudit
+from agent.dose.evaluate import (UNKNOWN_BAND, ExamMatcher, Finding, MatchKey, crossed, di_band,
+                                 alert_msg_id, exposure_findings, lower_steps, patient_crossed, to_alert)
 from agent.dose.history import History, HistoryError, HistoryWriter
-from agent.dose.rules import DoseRules
-from agent.dose.state import StudyState, event_time
+from agent.dose.patients import DAY_S, PatientState
+from agent.dose.rules import PAYLOAD_QUANTITY, DoseRules
+from agent.dose.state import StudyState, event_time, fluoro_time_s, report_totals
 from agent.dose.summary import build_summary, period_end, period_start
+from agent.dose.targets import UnitTargets, unit_key
 from agent.outbox import OutboxError
 from agent.payloads.base import Envelope, utc_now
 from agent.payloads.dose import DoseAlert, RoomSummary
 from agent.payloads.exposure import DoseSummary, ExposureEvent
 from agent.sink import Sink
+
+class ExamMatch(NamedTuple):
+    """An exposure's exam as matched before the monitor's lock: its key (texts, private age and weight), the first
+    notification-level rule that applies (or None) and the DRL audit's (rule, band)."""
+
+    key: MatchKey
+    rule: object
+    audit: tuple
+
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +65,7 @@ LAST_DAILY_KEY = "last_daily_end"
 PRUNE_EVERY = timedelta(hours=1)
 RETRY_SUMMARY = timedelta(minutes=1)
 FORGET_IDLE_STUDY_S = 48 * 3600  # memory only: the history file keeps the study, and reloads it when it is seen again
+MAX_STUDIES_PER_PATIENT = 400  # more in one room's history is not one person: an ID like ANONYMOUS or a phantom's
 
 Op = tuple[str, tuple]
 
@@ -60,13 +75,16 @@ def object_key(payloads: list[Envelope]) -> str:
     return hashlib.sha256("\x1f".join(sorted(p.msg_id for p in payloads)).encode()).hexdigest()[:32]
 
 
-class DoseMonitor:
-    """A supervised service: start() loads the history, tick() runs the daily summary and pruning."""
+class DoseMonitor(MonthlyAudit):
+    """A supervised service: start() loads the history, tick() runs the daily summary, the monthly DRL audit and
+    pruning."""
 
     def __init__(self, rules: DoseRules, history_path: Path, sink: Sink, *, timezone: str = "UTC",
                  summary_at: time = time(0, 0), history_days: int = 90, clock: Callable[[], datetime] = utc_now):
         self.rules = rules
-        self.matcher = DrlMatcher(rules)
+        self.matcher = ExamMatcher(rules.notification_level, rules.match)
+        self.audit_matcher = ExamMatcher(rules.diagnostic_reference_level, rules.match)
+        self.patient_window_days = max((t.window_days for t in rules.patient_cumulative), default=0)
         self.repeat_modalities = frozenset(m.strip().upper() for m in rules.repeats.modalities)
         self.history_path = Path(history_path)
         self.sink = sink
@@ -81,7 +99,11 @@ class DoseMonitor:
         self._studies: dict[str, StudyState] = {}  # in memory, recently seen
         self._known_studies: set[str] = set()  # every study the history file has
         self._ledger: dict[str, tuple[str, float]] = {}  # alert msg_id -> (object key that raised it, its time)
+        self._patients: dict[str, PatientState] = {}  # patient_ref -> studies, loaded when first seen
+        self._known_patients: set[str] = set()
+        self._targets = UnitTargets()
         self._last_daily_end: datetime | None = None
+        self._last_audit_end: datetime | None = None
         self._summary_retry_at: datetime | None = None
         self._prune_at: datetime | None = None
         self.damage: str | None = None  # the history file is damaged and not yet rebuilt (agent.statedb)
@@ -96,7 +118,11 @@ class DoseMonitor:
             self.recovery = statedb.ensure_sound(self.state_spec()) or self.recovery
             self.history = History(self.history_path)
             self._known_studies, self._ledger = self.history.study_refs(), self.history.alert_ledger()
+            self._known_patients = self.history.patient_refs()
+            for unit, body_part, view, target in self.history.unit_targets():
+                self._targets.add(unit, body_part, view, target)
             stored = self.history.get_meta(LAST_DAILY_KEY)
+            stored_audit = self.history.get_meta(LAST_AUDIT_KEY)
         except (sqlite3.Error, HistoryError, OSError) as exc:
             log.error("dose history %s unusable (%s): evaluating from memory only; repeats and study totals start "
                       "afresh and no summaries are published until it is fixed", self.history_path, exc)
@@ -110,6 +136,10 @@ class DoseMonitor:
                 stored = period_end(self.clock(), self.summary_at, self.zone).isoformat()
                 self.writer.put((h.SET_META, (LAST_DAILY_KEY, stored)))
             self._last_daily_end = datetime.fromisoformat(stored)
+            if stored_audit is None:  # the month in progress is the first audited
+                stored_audit = month_start(self.clock(), self.zone).isoformat()
+                self.writer.put((h.SET_META, (LAST_AUDIT_KEY, stored_audit)))
+            self._last_audit_end = datetime.fromisoformat(stored_audit)
         self._running = True
 
     def stop(self) -> None:
@@ -165,17 +195,19 @@ class DoseMonitor:
         self.damage = None
 
     # ---- the intake hook -----------------------------------------------------------------------------------------
-    def derive(self, payloads: list[Envelope]) -> list[Envelope]:
-        """The object's payloads (exposures with repeat_of where it applies) followed by the alerts they raise."""
+    def derive(self, payloads: list[Envelope], patient=None) -> list[Envelope]:
+        """The object's payloads (exposures with repeat_of where it applies) followed by the alerts they raise.
+        `patient`: the object's private facts (agent.dicom.patient.PatientFacts: age, weight, patient ref), for
+        banded rules whatever is published; used here and never stored or published."""
         if not any(isinstance(p, (ExposureEvent, DoseSummary)) for p in payloads):
             return payloads
         ops: list[Op] = []
         try:
-            # DRL matching reads only the event's own texts: done before the lock, so one slow match (a long protocol
-            # name) never holds every other association's objects waiting.
-            drl_rules = {id(p): self.matcher.first(MatchKey.of(p)) for p in payloads if isinstance(p, ExposureEvent)}
+            # Exam matching reads only the event's own texts and the object's private age and weight: done before the
+            # lock, so one slow match (a long protocol name) never holds every other association's objects waiting.
+            matched = self._match(payloads, patient)
             with self._lock:
-                derived = self._evaluate(payloads, object_key(payloads), ops, drl_rules)
+                derived = self._evaluate(payloads, object_key(payloads), ops, matched, patient)
                 if self.writer is not None:
                     self.writer.put(*ops)  # in decision order: the file's row order is the order received
         except Exception:  # noqa: BLE001 - a bug here must not stop the room's exposures from being stored
@@ -183,30 +215,111 @@ class DoseMonitor:
             return payloads
         return derived
 
-    def _evaluate(self, payloads: list[Envelope], key: str, ops: list[Op], drl_rules: dict[int, object]
-                  ) -> list[Envelope]:
+    def _match(self, payloads: list[Envelope], patient) -> dict[int, ExamMatch]:
+        """Each exposure's exam key with its notification-level rule and its DRL-audit rule and band (by id())."""
+        age, weight = getattr(patient, "age", None), getattr(patient, "weight_kg", None)
+        matched = {}
+        for payload in payloads:
+            if isinstance(payload, ExposureEvent):
+                key = MatchKey.of(payload, age, weight)
+                matched[id(payload)] = ExamMatch(key, self.matcher.first(key), self.audit_matcher.find(key))
+        return matched
+
+    def _evaluate(self, payloads: list[Envelope], key: str, ops: list[Op], matched: dict[int, ExamMatch],
+                  patient=None) -> list[Envelope]:
         out: list[Envelope] = []
         alerts: list[DoseAlert] = []
         triggers: dict[str, ExposureEvent | DoseSummary] = {}
         for payload in payloads:
+            if vars(payload).get("purpose") == "qc":  # a field of newer payloads (vars: no slow missing-attr path)
+                out.append(payload)  # a QC/phantom exposure is not a patient's: no repeats, alerts or totals
+                continue
             if isinstance(payload, ExposureEvent):
-                drl_rule = drl_rules[id(payload)]
-                payload = self._record_exposure(payload, ops)
-                alerts += [to_alert(f, payload) for f in exposure_findings(payload, self.rules, None, drl_rule)]
+                match = matched[id(payload)]
+                payload = self._record_exposure(payload, ops, match)
+                uniform = self._targets.uniform(unit_key(payload.manufacturer, payload.model,
+                                                         payload.device_serial, payload.station_name))
+                alerts += [to_alert(f, payload, target_ei_uniform=uniform if f.alert == "deviation-index" else None)
+                           for f in exposure_findings(payload, self.rules, self.matcher, match.key, match.rule)]
                 if payload.study_ref:
                     triggers[payload.study_ref] = payload  # the study's last event here raises its cumulative alerts
             elif isinstance(payload, DoseSummary) and payload.study_ref:
-                self._study(payload.study_ref).report(payload.dap_total_gy_m2, payload.dose_rp_total_gy)
-                ops.append((h.UPSERT_REPORT, (payload.study_ref, payload.dap_total_gy_m2, payload.dose_rp_total_gy,
-                                              payload.received_at.timestamp())))
+                study = self._study(payload.study_ref)
+                study.report(*report_totals(payload))
+                ops.append((h.UPSERT_REPORT, (payload.study_ref, *study.report_row()[:2],
+                                              payload.received_at.timestamp(), *study.report_row()[2:])))
                 triggers.setdefault(payload.study_ref, payload)  # a report of totals only
             out.append(payload)
         for study_ref, trigger in triggers.items():
-            count, totals = self._studies[study_ref].totals()
-            alerts += [to_alert(f, trigger, study_events=count) for f in crossed(totals, self.rules.cumulative)]
+            study = self._studies[study_ref]
+            count, totals = study.totals()
+            for finding in crossed(totals, self.rules.cumulative, study.planes):
+                alerts += self._step_alerts(finding, trigger, count, key)
+            patient_ref = trigger.patient_ref or getattr(patient, "patient_ref", None)
+            if patient_ref:
+                alerts += self._patient_alerts(patient_ref, study_ref, study, totals, trigger, ops)
         return out + [a for a in alerts if self._claim(a, key, ops)]
 
-    def _record_exposure(self, event: ExposureEvent, ops: list[Op]) -> ExposureEvent:
+    def _step_alerts(self, finding: Finding, trigger: ExposureEvent | DoseSummary, count: int, key: str
+                     ) -> list[DoseAlert]:
+        """The highest step a study total passed, plus the lower steps this same object raised before (a retry);
+        lower steps never raised (a total that jumped past several in one report) stay silent: one alert, the
+        highest step, and nothing lower later."""
+        alerts = [to_alert(finding, trigger, study_events=count)]
+        for lower in lower_steps(finding):
+            entry = self._ledger.get(alert_msg_id(trigger.study_ref, lower))
+            if entry is not None and entry[0] == key:
+                alerts.append(to_alert(lower, trigger, study_events=count))
+        return alerts
+
+    def _patient_alerts(self, patient_ref: str, study_ref: str, study: StudyState, totals: dict[str, float],
+                        trigger: ExposureEvent | DoseSummary, ops: list[Op]) -> list[DoseAlert]:
+        """Keep the study's totals under the patient; alerts for each patient threshold this study crossed."""
+        at = study.first_at() or trigger.received_at.timestamp()
+        ops.append((h.UPSERT_PATIENT_STUDY, (patient_ref, study_ref, at, totals["study_dap_gy_m2"],
+                                             totals["study_dose_rp_gy"], totals["study_fluoro_time_s"])))
+        if not self.rules.patient_cumulative:
+            return []
+        state = self._patient(patient_ref)
+        state.update(study_ref, at, totals)
+        if len(state.studies) > MAX_STUDIES_PER_PATIENT:
+            if not state.shared:
+                state.shared = True
+                log.warning("one Patient ID has more than %d studies in this room's history (a placeholder or "
+                            "phantom ID?): no patient-level sums for it, they would add up different people",
+                            MAX_STUDIES_PER_PATIENT)
+            return []
+        alerts = []
+        for threshold in self.rules.patient_cumulative:
+            quantity = PAYLOAD_QUANTITY[threshold.quantity]
+            if not totals.get(quantity):
+                continue  # a study that adds nothing to the quantity cannot cross its level
+            refs = state.in_window(at, threshold.window_days)  # the studies of the window ending with this one
+            finding = patient_crossed(state.window_totals(refs, quantity, without=study_ref),
+                                      state.window_totals(refs, quantity), threshold)
+            if finding is not None:
+                alerts.append(to_alert(finding, trigger, patient_ref=patient_ref, studies=refs,
+                                       window_days=threshold.window_days))
+        return alerts
+
+    def _patient(self, patient_ref: str) -> PatientState:
+        state = self._patients.get(patient_ref)
+        if state is None:
+            state = PatientState()
+            if patient_ref in self._known_patients and self.history is not None:
+                try:
+                    state = PatientState.loaded(self.history.load_patient(patient_ref))
+                except sqlite3.Error as exc:
+                    log.error("could not read a patient's studies from the dose history: %s", exc)
+            self._patients[patient_ref] = state
+            self._known_patients.add(patient_ref)
+        return state
+
+    @staticmethod
+    def _unit(event: ExposureEvent) -> str | None:
+        return unit_key(event.manufacturer, event.model, event.device_serial, event.station_name)
+
+    def _record_exposure(self, event: ExposureEvent, ops: list[Op], match: ExamMatch | None = None) -> ExposureEvent:
         """Remember the exposure; a repeat gains repeat_of (an exposure seen before keeps the decision made then)."""
         repeat_of = None
         if event.study_ref:
@@ -217,11 +330,29 @@ class DoseMonitor:
             elif event.irradiation_type != "fluoroscopy" and (event.modality or "").upper() in self.repeat_modalities:
                 repeat_of = study.repeated(event, self.rules.repeats.key, self.rules.repeats.window_s)
             study.add(event, repeat_of)
+        audit = match.audit if match is not None else self.audit_matcher.find(MatchKey.of(event))
+        exam, exam_rule, band = self._exam(event, audit)
+        unit = self._unit(event)
+        self._targets.add(unit, event.body_part, event.view, event.target_exposure_index)
         ops.append((h.UPSERT_EXPOSURE, (
             event.event_ref, event.study_ref, event_time(event), event.received_at.timestamp(), event.protocol,
             event.body_part, event.view, event.modality, event.irradiation_type, event.dap_gy_m2, event.dose_rp_gy,
-            event.deviation_index, di_band(event.deviation_index, self.rules.deviation_index), repeat_of)))
+            event.deviation_index, di_band(event.deviation_index, self.rules.deviation_index), repeat_of,
+            event.source, event.patient_ref, fluoro_time_s(event), exam, exam_rule, band, unit,
+            event.target_exposure_index)))
         return event.model_copy(update={"repeat_of": repeat_of}) if repeat_of != event.repeat_of else event
+
+    @staticmethod
+    def _exam(event: ExposureEvent, audit: tuple) -> tuple[str | None, str | None, str | None]:
+        """(exam name, reference-level rule id, band) for the DRL audit from the audit matcher's (rule, band): the
+        rule's exam; without a rule, the protocol, else body part and view (acquisitions only)."""
+        rule, band = audit
+        if rule is not None:
+            return rule.exam_name, (None if band == UNKNOWN_BAND else rule.id), band
+        if event.irradiation_type == "fluoroscopy":
+            return None, None, None
+        name = event.protocol or " ".join(p for p in (event.body_part, event.view) if p) or None
+        return name, None, "any"
 
     def _study(self, study_ref: str) -> StudyState:
         """The study's state: in memory, else loaded from the history file (once), else new."""
@@ -246,7 +377,8 @@ class DoseMonitor:
             return entry[0] == key
         at = (alert.acquired_at or alert.received_at).timestamp()  # counted in the period of its exposure
         self._ledger[alert.msg_id] = (key, at)
-        ops.append((h.INSERT_ALERT, (alert.msg_id, alert.alert, alert.rule, alert.protocol, alert.study_ref, at, key)))
+        ops.append((h.INSERT_ALERT, (alert.msg_id, alert.alert, alert.rule, alert.protocol, alert.study_ref, at, key,
+                                     alert.patient_ref, alert.quantity, alert.value, alert.level)))
         return True
 
     # ---- summaries -----------------------------------------------------------------------------------------------
@@ -258,6 +390,7 @@ class DoseMonitor:
         if self._prune_at is None or now >= self._prune_at:
             self._prune_at = now + PRUNE_EVERY
             self._prune(now)
+        self._monthly_audit(now)
         end = period_end(now, self.summary_at, self.zone)
         if end <= self._last_daily_end or (self._summary_retry_at is not None and now < self._summary_retry_at):
             return
@@ -292,12 +425,15 @@ class DoseMonitor:
         rows = self.history.exposures_between(start.timestamp(), end.timestamp())
         alerts = self.history.alerts_between(start.timestamp(), end.timestamp())
         return build_summary(rows, alerts, site=self.sink.site, room=self.sink.room, trigger=trigger, start=start,
-                             end=end, zone=self.zone_name, ts=self.clock())
+                             end=end, zone=self.zone_name, ts=self.clock(),
+                             uniform_target_units=self._targets.uniform_units())
 
     def _prune(self, now: datetime) -> None:
         """Drop history older than history_days, and from memory the studies not seen for two days."""
         before = (now - timedelta(days=self.history_days)).timestamp()
         self.writer.put(*((statement, (before,)) for statement in h.PRUNE))
+        keep_patients_s = max(self.history_days, self.patient_window_days) * DAY_S
+        self.writer.put((h.PRUNE_PATIENTS, (now.timestamp() - keep_patients_s,)))
         idle = clock_time.monotonic() - FORGET_IDLE_STUDY_S
         with self._lock:
             for study_ref in [s for s, state in self._studies.items() if state.touched < idle]:

@@ -18,7 +18,7 @@ from agent.dose.history import ExposureRow
 from agent.payloads.dose import ProtocolSummary, RoomSummary
 
 BANDS = ("excessive", "over", "normal", "under", "excessively-under", "unknown")
-ALERT_TYPES = ("drl", "deviation-index", "cumulative")
+ALERT_TYPES = ("notification-level", "deviation-index", "cumulative", "patient-cumulative")
 
 
 def period_end(now: datetime, at: time, zone: ZoneInfo) -> datetime:
@@ -60,7 +60,8 @@ def summary_msg_id(site: str, room: str, trigger: str, start: datetime, end: dat
 
 
 def build_summary(rows: Sequence[ExposureRow], alerts: Sequence[tuple[str | None, str]], *, site: str, room: str,
-                  trigger: str, start: datetime, end: datetime, zone: str, ts: datetime) -> RoomSummary:
+                  trigger: str, start: datetime, end: datetime, zone: str, ts: datetime,
+                  uniform_target_units: Sequence[str] = ()) -> RoomSummary:
     """The summary of the exposures and alerts of one period."""
     by_protocol: dict[str | None, list[ExposureRow]] = defaultdict(list)
     for row in rows:
@@ -75,5 +76,5 @@ def build_summary(rows: Sequence[ExposureRow], alerts: Sequence[tuple[str | None
         period_start=start, period_end=end, timezone=zone, exposures=len(rows), repeats=repeats,
         repeat_rate=repeats / len(rows) if rows else 0.0,
         deviation_index_bands=_shares(Counter(r.di_band for r in rows), len(rows)),
-        alerts=_alert_counts(kind for _, kind in alerts),
+        alerts=_alert_counts(kind for _, kind in alerts), units_with_uniform_target_ei=list(uniform_target_units),
         protocols=[protocol_summary(p, by_protocol.get(p, []), alerts_by_protocol.get(p, [])) for p in names])

@@ -3,6 +3,7 @@
 from agent.payloads.base import Envelope
 from agent.payloads.command import CommandReply
 from agent.payloads.dose import DoseAlert, RoomSummary
+from agent.payloads.drl_audit import DrlAudit
 from agent.payloads.equipment import EquipmentStatus
 from agent.payloads.exposure import DoseSummary, ExposureEvent
 from agent.payloads.health import HealthSample
@@ -12,7 +13,7 @@ from agent.payloads.status import AgentStatus
 
 # Every payload model, for `xray-agent schema` and the stale-schema test. Add new models here.
 MODELS: list[type[Envelope]] = [AgentStatus, ExposureEvent, DoseSummary, QcReading, EquipmentStatus, DoseAlert,
-                                RoomSummary, HealthSample, CommandReply, QcSession]
+                                RoomSummary, HealthSample, CommandReply, QcSession, DrlAudit]
 
 __all__ = ["Envelope", "AgentStatus", "ExposureEvent", "DoseSummary", "QcReading", "EquipmentStatus", "DoseAlert",
-           "RoomSummary", "HealthSample", "CommandReply", "QcSession", "MODELS"]
+           "RoomSummary", "HealthSample", "CommandReply", "QcSession", "DrlAudit", "MODELS"]

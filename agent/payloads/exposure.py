@@ -83,6 +83,9 @@ class ExposureEvent(Envelope):
         "Kind of irradiation: RDSR Irradiation Event Type, or Radiation Setting (SC/GR) of XA/RF images; "
         "radiographs are acquisitions.")
     study_ref: str | None = _opt("Keyed hash of the Study Instance UID (joins events of one study), not the UID.")
+    patient_ref: str | None = _opt(
+        "Keyed hash of the Patient ID (with its issuer) under the site secret, not the ID: joins one patient's studies "
+        "for patient-level cumulative dose; recomputable only on the room PC (xray-agent lookup).")
     event_ref: str = Field(description="Keyed hash of the irradiation event's identity (Irradiation Event UID when "
                                        "present), equal for the image and RDSR views of one event.")
     patient_age_years: AgeYears | None = _opt("Patient age in whole years, capped at 90; null if unknown or disabled.")
@@ -114,6 +117,7 @@ class DoseSummary(Envelope):
     irradiation_ended_at: datetime | None = _opt("End of X-Ray Irradiation (113810), ISO 8601 with offset.")
     received_at: datetime = Field(description="When the agent received the report, UTC.")
     study_ref: str | None = _opt("Keyed hash of the Study Instance UID, not the UID.")
+    patient_ref: str | None = _opt("Keyed hash of the Patient ID under the site secret, as on exposure events.")
     events_count: Count = Field(description="Number of irradiation events in this report, count.")
     dap_total_gy_m2: Magnitude | None = _opt("Dose-area product total, Gy·m².")
     fluoro_dap_total_gy_m2: Magnitude | None = _opt("Fluoroscopy dose-area product total, Gy·m².")
