@@ -54,9 +54,9 @@ class VictoreenEmulator(Emulator):
                            "sample_s": sample_s, "ramp_s": ramp_s, "ramp_from": ramp_from}
             self._sample_from = now
 
-    def _fluoro_rate(self, t: float) -> float:
+    @staticmethod
+    def _fluoro_rate(beam: dict[str, float], t: float) -> float:
         """The beam's rate (mGy/min) at monotonic time t."""
-        beam = self.fluoro
         since = t - beam["start"]
         if beam["ramp_s"] > 0 and since < beam["ramp_s"]:
             return beam["rate"] * (beam["ramp_from"] + (1 - beam["ramp_from"]) * since / beam["ramp_s"])
@@ -70,12 +70,12 @@ class VictoreenEmulator(Emulator):
         if end - start < beam["sample_s"] and now < beam["end"]:
             return None
         if now >= beam["end"]:
-            self.fluoro = None
+            self.fluoro = None  # the beam is off after this last (maybe shorter) interval
         if end - start <= 0:
             return None
         steps = 20  # midpoint rule over the interval: the ramp is linear, so this is exact enough
         width = (end - start) / steps
-        mgy = sum(self._fluoro_rate(start + (i + 0.5) * width) for i in range(steps)) * width / 60.0
+        mgy = sum(self._fluoro_rate(beam, start + (i + 0.5) * width) for i in range(steps)) * width / 60.0
         self._sample_from = now
         return dict(kvp=beam["kvp"], air_kerma_ugy=mgy * 1000.0, exposure_time_ms=(end - start) * 1000.0)
 
