@@ -28,6 +28,7 @@ KINDS: dict[str, KindPolicy] = {
     "dose-alert": KindPolicy(),
     "qc/reading": KindPolicy(),
     "qc/session": KindPolicy(),
+    "qc/due": KindPolicy(retain=True, coalesce=True),  # the room's QC schedule state
     "summary": KindPolicy(),
 }
 

@@ -52,7 +52,8 @@ class HealthSampler:
             outbox_refusing=bool(counters.get("refusing")), outbox_refused_total=counters.get("refused", 0),
             outbox_dropped_total=counters.get("coalesced", 0) + counters.get("expired", 0),
             broker_connected=link.connected, broker_reconnects_total=link.reconnects,
-            broker_rejected_total=link.rejected_total, last_puback_at=puback)
+            broker_rejected_total=link.rejected_total, last_puback_at=puback,
+            qc_overdue_tests=v.qc.overdue() if v.qc is not None else [])
 
 
 class HealthReporter(ThreadService):

@@ -26,6 +26,7 @@ class AgentView:
     listener: Any = None
     intake: Any = None
     web: Any = None
+    qc: Any = None  # the QC session service (its schedule's overdue tests go in the health sample)
     started_mono: float = field(default_factory=time.monotonic)
 
     @property

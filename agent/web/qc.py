@@ -123,7 +123,14 @@ def overview():
     qc = _qc()
     open_sessions = qc.sessions("open")
     return jsonify(test_types=[{"id": t, "label": TEST_LABELS[t]} for t in TEST_LABELS],
-                   instruments=_instruments(open_sessions), open=open_sessions, recent=qc.sessions("closed"))
+                   instruments=_instruments(open_sessions), open=open_sessions, recent=qc.sessions("closed"),
+                   due=qc.due())
+
+
+@bp.get("/api/qc/due")
+def due():
+    """The room's QC schedule: per configured test, its status (ok, due, overdue), due date and last pass."""
+    return jsonify(tests=_qc().due())
 
 
 @bp.get("/api/qc/instruments")
