@@ -80,3 +80,28 @@ def test_aec_reproducibility_and_tracking_from_the_images_exposure_index(broker,
     result = room.session(ref)["result"]
     assert result["verdict"] == "fail"
     assert [c["passed"] for c in result["criteria"]] == [False, True, False]
+
+
+def test_mammography_kvp_and_output_with_the_meter_on_its_mammography_filter(broker, subscriber, agent_factory, room):
+    # Filter position 1 reads 27-42 kV: the mammography range (a 28 kV reading on position 4 would be flagged).
+    room.victoreen.filter_position = 1
+    room.start(agent_factory, broker.port)
+    ref = start(room, "mammo_kvp")
+    # Set 28 kV; measured 28.5, 28.3, 28.6, 28.2: mean deviation 0.4 / 28 = 1.43 % <= 5 %; CV 0.1826 / 28.4 = 0.0064.
+    for kv in (28.5, 28.3, 28.6, 28.2):
+        room.expose(ref, kvp=28, mas=100, kerma_ugy=6000.0, measured_kvp=kv)
+    room.confirm(ref)
+    finished = room.cli("finish", ref)
+    assert finished.returncode == 0 and "verdict: PASS" in finished.stdout, finished.stdout
+    body = session_message(subscriber, ref)
+    names = [c["name"] for c in body["result"]["criteria"]]
+    assert names == ["mammo_kvp_accuracy", "mammo_kvp_reproducibility"]
+    assert body["result"]["criteria"][1]["value"] == pytest.approx(0.0064286, rel=1e-3)
+
+    ref = start(room, "mammo_output_reproducibility")
+    # 6000, 6300, 5700, 6000 µGy: s = 244.9, C = 0.0408 <= 0.05.
+    for kerma in (6000.0, 6300.0, 5700.0, 6000.0):
+        room.expose(ref, kvp=28, mas=100, kerma_ugy=kerma, measured_kvp=28.2)
+    room.confirm(ref)
+    assert room.session(ref)["result"]["verdict"] == "pass"
+    assert room.session(ref)["result"]["criteria"][0]["value"] == pytest.approx(0.040825, rel=1e-3)
