@@ -106,7 +106,8 @@ class QcRoom:
 
     # ---- exposures ---------------------------------------------------------------------------------------------------
     def expose(self, ref: str, *, kvp: float, mas: float, kerma_ugy: float, measured_kvp: float | None = None,
-               dap_gy_m2: float | None = None, dicom_dap_gy_m2: float | None = None, **image: str) -> dict:
+               dap_gy_m2: float | None = None, dicom_dap_gy_m2: float | None = None,
+               **image: str) -> dict:
         """One exposure: the meter(s) measure it and the modality sends its DX image (acquired now, with kVp, µAs,
         µs and DAP in the header); returns the exposure once the session shows it with its DICOM technique."""
         count = len(self.session(ref)["exposures"])

@@ -56,3 +56,13 @@ def test_check_config_exits_2_naming_the_schedule_key(folder):
     (folder / "agent.toml").write_text(GOOD + '\n[[qc.schedule]]\ntest = "fluoro_kv"\ninterval_days = 365\n')
     result = check_config(folder / "agent.toml")
     assert result.returncode == 2 and "qc.schedule.0.test" in result.stderr, result.stderr
+
+
+def test_last_runs_from_sessions_in_the_site_zone():
+    from agent.qc.schedule import last_runs
+
+    rows = [{"ref": "qc-1", "test_type": "hvl", "ended_at": "2026-01-10T08:00:00.000000+00:00", "verdict": "pass"},
+            {"ref": "qc-2", "test_type": "hvl", "ended_at": "2026-02-10T08:00:00.000000+00:00", "verdict": "fail"}]
+    runs = last_runs(rows, "Europe/Berlin")["hvl"]
+    assert runs.passed_ref == "qc-1" and runs.passed_at.isoformat() == "2026-01-10T09:00:00+01:00"
+    assert runs.finished_verdict == "fail" and runs.finished_at.isoformat() == "2026-02-10T09:00:00+01:00"

@@ -11,6 +11,9 @@ R9-7-605 Table I: both "other" columns and the dental intraoral column; Illinois
 column and its footnote "linear extrapolation or interpolation may be made ... e.g. at 20 kVp and 95 kVp the minimum
 HVL would be 0.2 and 2.6 mm Al"). Not verified here: the post-2006 rows above 90 kV, the mammography rule (21 CFR
 900.12(e)(5)(iii) / the ACR upper bound) and the IEC clause numbers named below; the code says so where it uses them.
+Also not verified here (the search tool returned the 2001/2008 GPO pages of 1020.32 but not the paragraphs): the
+fluoroscopy numbers and paragraph letters of 1020.32(d), (e) and (k)(6) (88/176 mGy/min, +-35 % from 6 mGy/min and
+100 mGy), the 21 CFR 900.12(e)(5) paragraphs for mammography and the ACR DM phantom's 2.0 mGy; CITATIONS says so.
 
 Each criterion carries the `source` of its limit: federal (the regulation's own number), state, manufacturer (the
 manufacturer's stated accuracy, which 1020.30(h)(3) requires and 1020.31(a)(4) defers to; IEC 60601-2-54 values are
@@ -262,7 +265,8 @@ class QcLimits(BaseModel):
         key, federal = FEDERAL_VALUES.get(criterion, (None, None))
         if default == "federal" and key is not None and getattr(self, key) != federal:
             return "local"
-        if criterion == "fluoro_air_kerma_rate" and (self.fluoro_max_air_kerma_rate_mgy_per_min, self.fluoro_max_air_kerma_rate_high_level_mgy_per_min) != (88.0, 176.0):
+        rates = (self.fluoro_max_air_kerma_rate_mgy_per_min, self.fluoro_max_air_kerma_rate_high_level_mgy_per_min)
+        if criterion == "fluoro_air_kerma_rate" and rates != (88.0, 176.0):
             return "local"
         if criterion == "dap_agreement" and self.dap_local_tolerance_fraction is not None:
             return "local"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,6 +67,27 @@ def due_list(schedule: Iterable[ScheduleEntry], last: Mapping[str, LastRuns], no
                     else runs.finished_at.isoformat(timespec="seconds"),
                     "last_verdict": runs.finished_verdict})
     return out
+
+
+def last_runs(rows: Iterable[Mapping[str, Any]], zone: str) -> dict[str, LastRuns]:
+    """Per test type, from finished sessions ({ref, test_type, ended_at (ISO), verdict}) in ended_at order: the
+    latest pass and the latest finish, times in the site's zone."""
+    last: dict[str, LastRuns] = {}
+    for row in rows:
+        ended = in_zone(datetime.fromisoformat(row["ended_at"]), zone)
+        update: dict[str, Any] = {"finished_at": ended, "finished_verdict": row["verdict"]}
+        if row["verdict"] == "pass":
+            update.update(passed_at=ended, passed_ref=row["ref"])
+        last[row["test_type"]] = (last.get(row["test_type"]) or LastRuns()).model_copy(update=update)
+    return last
+
+
+def in_zone(at: datetime, zone: str) -> datetime:
+    """`at` in the site's zone (an unknown zone: UTC)."""
+    try:
+        return at.astimezone(ZoneInfo(zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        return at.astimezone(timezone.utc)
 
 
 def overdue_tests(items: Iterable[Mapping[str, Any]]) -> list[str]:

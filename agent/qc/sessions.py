@@ -37,7 +37,7 @@ from agent.qc.quantities import used as used_quantities
 from agent.qc.models import TestResult
 from agent.qc.record import analysed, exposure_views, session_payload, unit_identity
 from agent.qc.recording import mark_emitted, record_events, record_reading
-from agent.qc.schedule import LastRuns, due_list, overdue_tests
+from agent.qc.schedule import due_list, in_zone, last_runs, overdue_tests
 from agent.qc.store import QcStore, QcStoreError, dumps
 from agent.sink import Sink
 
@@ -126,15 +126,7 @@ class QcSessions:
             return []
         rows = self._query("SELECT ref, test_type, ended_at, json_extract(result, '$.verdict') AS verdict FROM "
                            "sessions WHERE state = 'finished' ORDER BY ended_at", ())
-        last: dict[str, LastRuns] = {}
-        for row in rows:
-            ended = _in_zone(datetime.fromisoformat(row["ended_at"]), self.time_zone)
-            runs = last.get(row["test_type"]) or LastRuns()
-            update = {"finished_at": ended, "finished_verdict": row["verdict"]}
-            if row["verdict"] == "pass":
-                update.update(passed_at=ended, passed_ref=row["ref"])
-            last[row["test_type"]] = runs.model_copy(update=update)
-        return due_list(self.cfg.schedule, last, _in_zone(now or _now(), self.time_zone))
+        return due_list(self.cfg.schedule, last_runs(rows, self.time_zone), in_zone(now or _now(), self.time_zone))
 
     def overdue(self) -> list[str]:
         """The overdue test types as of the last refresh (for the health sample: no query on its thread)."""
@@ -384,14 +376,6 @@ class QcSessions:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _in_zone(at: datetime, zone: str) -> datetime:
-    """`at` in the site's zone (an unknown zone: UTC)."""
-    try:
-        return at.astimezone(ZoneInfo(zone))
-    except (ZoneInfoNotFoundError, ValueError):
-        return at.astimezone(timezone.utc)
 
 
 def local_iso(at: datetime, zone: str) -> str:
