@@ -115,3 +115,23 @@ def test_fluoro_kvp_and_hvl_reuse_the_radiographic_analyses():
     # HVL 3.0 mm Al at 80 kV measured: the 2006 table says 2.9: passes.
     res = analyse("fluoro_hvl", [QcExposure(set_kvp=80, kvp=80.0, hvl_mm_al=3.0)], US)
     assert res.test_type == "fluoro_hvl" and res.verdict == "pass" and res.criteria[0].limit == pytest.approx(2.9)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+RATE = st.floats(min_value=1.0, max_value=500.0, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ramp=st.lists(RATE, min_size=3, max_size=3), level=RATE,
+       noise=st.lists(st.floats(min_value=-0.02, max_value=0.02), min_size=2, max_size=8))
+def test_property_the_ramp_never_changes_the_measurement(ramp, level, noise):
+    # Samples 1 s apart, settle 3 s: the first three (whatever they are) are never the measurement; the stable rate
+    # is the mean of the rest, and it is judged against the normal-mode limit.
+    settled = [level * (1 + n) for n in noise]
+    res = analyse("fluoro_max_air_kerma_rate", run(ramp + settled), US)
+    [crit] = res.criteria
+    assert crit.inputs["settled_samples"] == len(settled)
+    assert crit.value == pytest.approx(sum(settled) / len(settled), rel=1e-3)
+    assert res.verdict == ("pass" if crit.value <= 88.0 * (1 + 1e-9) else "fail")

@@ -66,3 +66,39 @@ def test_last_runs_from_sessions_in_the_site_zone():
     runs = last_runs(rows, "Europe/Berlin")["hvl"]
     assert runs.passed_ref == "qc-1" and runs.passed_at.isoformat() == "2026-01-10T09:00:00+01:00"
     assert runs.finished_verdict == "fail" and runs.finished_at.isoformat() == "2026-02-10T09:00:00+01:00"
+
+
+# ---------------------------------------------------------------- the service: qc/due in the outbox
+
+from agent.qc.matching import event_technique  # noqa: E402
+from tests.qc_fixtures import event, make_qc, published, reading  # noqa: E402,F401 - fixtures
+
+
+def test_qc_due_is_stored_retained_at_start_and_again_only_when_it_changes(make_qc, sink, box):
+    qc = make_qc(schedule=[{"test": "aec_reproducibility", "interval_days": 365}])
+    [first] = published(box, "/qc/due")
+    assert first["overdue"] == ["aec_reproducibility"] and qc.overdue() == ["aec_reproducibility"]
+    assert [m.retain for m in box.fetch_after(0, 1000) if m.topic.endswith("/qc/due")] == [True]
+    qc.refresh_due()
+    assert len(published(box, "/qc/due")) == 1  # nothing changed: nothing new stored
+    session = qc.open_session("aec_reproducibility", ["kvp-1"], "JQ")
+    recorder = qc.recorder(sink.emit)
+    for i, kerma in enumerate((2.0, 2.1, 1.9, 2.0)):
+        recorder(reading(i * 10, air_kerma_ugy=kerma, kvp=80.0, exposure_time_ms=10.0))
+        qc.set_technique(session["ref"], i + 1, {"set_kvp": 80})
+    assert qc.finish(session["ref"])["result"]["verdict"] == "pass"
+    latest = published(box, "/qc/due")[-1]
+    assert latest["overdue"] == [] and latest["tests"][0]["status"] == "ok" and qc.overdue() == []
+    assert latest["tests"][0]["last_passed_ref"] == session["ref"]
+
+
+def test_no_schedule_no_qc_due(make_qc, box):
+    make_qc().refresh_due()
+    assert published(box, "/qc/due") == []
+
+
+def test_dose_report_values_fill_the_displayed_and_modality_fields():
+    # Dose (RP) 0.125 Gy of a fluoroscopy event is the unit's displayed cumulative air kerma, 125 mGy; the image's
+    # exposure index is the modality's, kept for the AEC tests.
+    values = event_technique(event(0, "r1", dose_rp_gy=0.125, exposure_index=410.0))
+    assert values["displayed_air_kerma_mgy"] == pytest.approx(125.0) and values["dicom_exposure_index"] == 410.0

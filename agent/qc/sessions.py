@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any
 
 from agent.outbox import OutboxError
-from agent.payloads.base import Envelope
+from agent.payloads.base import Envelope, new_msg_id
 from agent.payloads.exposure import ExposureEvent
 from agent.payloads.qc import QcReading
 from agent.payloads.qc_due import QcDue
@@ -76,7 +76,7 @@ class QcSessions:
         self.records = {i: dict((records or {}).get(i) or {"id": i, "driver": d}) for i, d in self.instruments.items()}
         self.time_zone = time_zone
         self._due: list[dict[str, Any]] = []   # the schedule's state, refreshed on the tick and after a finish
-        self._due_key: str | None = None       # msg_id of the qc/due last stored in the outbox
+        self._due_key: str | None = None       # digest of the qc/due state last stored in the outbox
         self._due_next = 0.0
 
     # ---- service -----------------------------------------------------------------------------------------------
@@ -140,9 +140,11 @@ class QcSessions:
             return
         try:
             self._due = self.due()
-            key = "qcdue-" + hashlib.sha256(json.dumps(self._due, sort_keys=True).encode()).hexdigest()[:24]
+            key = hashlib.sha256(json.dumps(self._due, sort_keys=True).encode()).hexdigest()
             if key != self._due_key:
-                self.sink.emit(QcDue(msg_id=key, site=self.sink.site, room=self.sink.room, as_of=_now(),
+                # A fresh msg_id per change: a state that comes back (a schedule edited and edited back) must
+                # replace the retained one, not be dropped by the outbox as a re-send of the earlier message.
+                self.sink.emit(QcDue(msg_id=new_msg_id(), site=self.sink.site, room=self.sink.room, as_of=_now(),
                                      tests=self._due, overdue=overdue_tests(self._due)))
                 self._due_key = key
         except (QcStoreError, OutboxError, QcError) as exc:
