@@ -5,6 +5,7 @@ subscriber. The record carries the unit and instrument identity as a radiographi
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import pytest
 
@@ -46,6 +47,12 @@ def test_fluoroscopy_maximum_rate_takes_the_settled_rate(broker, subscriber, age
     assert body["test_type"] == "fluoro_max_air_kerma_rate" and body["result"]["verdict"] == "pass"
     assert body["result"]["criteria"][0]["limit"] == 176.0
     assert body["instrument_records"][0]["id"] == "kvp-1"
+    # The report of a fluoroscopy session, as HTML and as PDF, like a radiographic one.
+    with urllib.request.urlopen(f"{room.web}/qc/report/{ref}", timeout=10) as response:
+        html = response.read().decode()
+    assert "Verdict: PASS" in html and "176" in html and "kvp-1" in html
+    with urllib.request.urlopen(f"{room.web}/qc/report/{ref}.pdf", timeout=30) as response:
+        assert response.read(5) == b"%PDF-"
 
 
 def test_aec_reproducibility_and_tracking_from_the_images_exposure_index(broker, subscriber, agent_factory, room):
