@@ -117,3 +117,41 @@ def test_aec_thickness_tracking():
     assert analyse("aec_thickness_tracking", exps, US).verdict == "fail"
     one = analyse("aec_thickness_tracking", exps[:2], US)
     assert one.verdict == "incomplete" and "two or more phantom thicknesses" in one.reason
+
+
+def test_mammo_hvl_upper_bound_from_the_images_target_filter():
+    from agent.qc.matching import target_filter
+
+    # DICOM defined terms or symbols; a multi-valued filter is not one filter.
+    assert target_filter("MOLYBDENUM", "RHODIUM") == "Mo/Rh" and target_filter("w", "rh") == "W/Rh"
+    assert target_filter("TUNGSTEN", "ALUMINUM\\RHODIUM") is None and target_filter(None, "RHODIUM") is None
+    # 28 kV, reported W/Rh: upper bound 0.28 + 0.30 = 0.58 mm Al; the configured one wins when set.
+    exps = [QcExposure(set_kvp=28, kvp=28.0, hvl_mm_al=0.50, target_filter="W/Rh")]
+    res = analyse("mammo_hvl", exps, US)
+    assert [c.limit for c in res.criteria] == pytest.approx([0.28, 0.58]) and res.verdict == "pass"
+    res = analyse("mammo_hvl", exps, QcLimits(mammography_target_filter="Mo/Mo"))
+    assert res.criteria[1].limit == pytest.approx(0.40) and res.verdict == "fail"
+    # Mixed or unknown target/filter: only the kVp/100 minimum.
+    mixed = exps + [QcExposure(set_kvp=28, kvp=28.0, hvl_mm_al=0.50, target_filter="Mo/Rh")]
+    assert len(analyse("mammo_hvl", mixed, US).criteria) == 2  # one minimum per exposure, no upper bound
+
+
+from tests.qc_fixtures import event, make_qc, published, reading  # noqa: E402,F401 - fixtures
+
+
+def test_a_dicom_target_filter_goes_through_the_session_record(make_qc, sink, box):
+    # The exposure event of a mammography image with its anode target and filter (fields of the mammography
+    # exposure event, read by name when present): the technique, the DICOM cross-check and the record carry 'Mo/Rh'.
+    qc = make_qc()
+    ref = qc.open_session("mammo_kvp", ["kvp-1"], "JQ")["ref"]
+    mg = event(0, "mg-1", kvp=28.0, exposure_mas=100.0).model_copy(
+        update={"anode_target_material": "MOLYBDENUM", "filter_material": "RHODIUM"})
+    qc.recorder(sink.emit)(reading(0.5, kvp=28.3, air_kerma_ugy=6000.0, exposure_time_ms=800.0))
+    qc.observe([mg])
+    [exposure] = qc.session(ref)["exposures"]
+    assert exposure["technique"]["target_filter"] == "Mo/Rh"
+    assert exposure["technique"]["dicom_reported"]["target_filter"] == "Mo/Rh"
+    qc.confirm_all(ref)
+    qc.finish(ref)
+    [record] = published(box, "/qc/session")
+    assert record["exposures"][0]["technique"]["target_filter"] == "Mo/Rh"

@@ -49,13 +49,15 @@ class SetTechnique(_Part):
     dicom_exposure_index: Magnitude | None = _opt("Exposure index EI of the image (IEC 62494-1).")
     compression_thickness_mm: Magnitude | None = _opt("Mammography: compressed thickness, mm.")
     phantom_thickness_mm: Magnitude | None = _opt("Phantom thickness in the beam (AEC tests), mm (typed in).")
+    target_filter: str | None = _opt("Mammography: anode target / filter from the image's DICOM, e.g. 'Mo/Rh'.")
     source: TechniqueSource | None = _opt("dicom: from the modality's exposure event; manual: typed in; corrected: "
                                           "from DICOM, then changed by the technologist; null: none yet.")
     confirmed: bool = Field(False, description="The technologist confirmed or entered these values.")
     event_ref: str | None = _opt("event_ref of the exposure event (qc technique from DICOM), as on `exposure`.")
-    dicom_reported: dict[Key, Value] = Field(default_factory=dict, description="The technique as the modality "
-                                             "reported it in DICOM (set_kvp, set_mas ...), kept beside confirmed or "
-                                             "corrected values as a cross-check.")
+    dicom_reported: dict[Key, Value | str] = Field(default_factory=dict, description="The technique as the "
+                                                   "modality reported it in DICOM (set_kvp, set_mas ..., "
+                                                   "target_filter), kept beside confirmed or corrected values as a "
+                                                   "cross-check.")
 
 
 class SessionReading(_Part):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from agent.qc.beam import kvp_accuracy
 from agent.qc.criteria import fmt, judged, lacking, pending, result, unconfirmed
 from agent.qc.hvl import hvl
-from agent.qc.limits import QcLimits
+from agent.qc.limits import MAMMO_UPPER_C_MM_AL, QcLimits
 from agent.qc.models import Criterion, QcExposure, TestResult
 from agent.qc.output import TECHNIQUE, _differs
 
@@ -119,10 +119,14 @@ def _cv_criterion(name: str, subject: str, numbered: list[tuple[int, QcExposure]
 
 
 def mammo_hvl(exposures: Sequence[QcExposure], limits: QcLimits) -> TestResult:
-    """HVL >= kVp/100 mm Al, and < kVp/100 + C by target/filter when limits.mammography_target_filter is set: the
-    HVL analysis with the mammography rule, whatever the room's radiographic hvl_rule."""
-    return hvl(exposures, limits.model_copy(update={"hvl_rule": "mammography"})).model_copy(
-        update={"test_type": "mammo_hvl"})
+    """HVL >= kVp/100 mm Al, and < kVp/100 + C by target/filter: the HVL analysis with the mammography rule, whatever
+    the room's radiographic hvl_rule. The target/filter is limits.mammography_target_filter, else the one the
+    session's images all report (DICOM anode target and filter material) when the upper-bound table has it."""
+    update: dict = {"hvl_rule": "mammography"}
+    reported = {e.target_filter for e in exposures if e.target_filter}
+    if limits.mammography_target_filter is None and len(reported) == 1 and reported <= set(MAMMO_UPPER_C_MM_AL):
+        update["mammography_target_filter"] = reported.pop()
+    return hvl(exposures, limits.model_copy(update=update)).model_copy(update={"test_type": "mammo_hvl"})
 
 
 def mammo_output_reproducibility(exposures: Sequence[QcExposure], limits: QcLimits) -> TestResult:

@@ -48,8 +48,27 @@ def event_technique(event: ExposureEvent) -> dict[str, float]:
               # Mammography fields, when the exposure event carries them (image Organ Dose / the dose report).
               "dicom_agd_mgy": getattr(event, "average_glandular_dose_mgy", None),
               "dicom_hvl_mm_al": getattr(event, "hvl_mm_al", None),
-              "compression_thickness_mm": getattr(event, "compression_thickness_mm", None)}
+              "compression_thickness_mm": getattr(event, "compression_thickness_mm", None),
+              "target_filter": target_filter(getattr(event, "anode_target_material", None),
+                                             getattr(event, "filter_material", None))}
     return {key: value for key, value in values.items() if value is not None}
+
+
+# DICOM Anode Target Material (0018,1191) and Filter Material (0018,7050) defined terms -> element symbols.
+ELEMENTS = {"MOLYBDENUM": "Mo", "RHODIUM": "Rh", "TUNGSTEN": "W", "ALUMINUM": "Al", "ALUMINIUM": "Al",
+            "SILVER": "Ag", "COPPER": "Cu"}
+
+
+def target_filter(target: str | None, filter_: str | None) -> str | None:
+    """'Mo/Rh' from the anode target and filter materials (defined terms or symbols, any case); None unless both
+    are known. A multi-valued filter (e.g. 'ALUMINUM\\RHODIUM') is not one filter: None."""
+    def symbol(value: str | None) -> str | None:
+        if not isinstance(value, str) or "\\" in value:
+            return None
+        text = value.strip()
+        return ELEMENTS.get(text.upper()) or (text.capitalize() if text.capitalize() in ELEMENTS.values() else None)
+    t, f = symbol(target), symbol(filter_)
+    return f"{t}/{f}" if t and f else None
 
 
 def event_device(event: ExposureEvent) -> dict[str, str]:

@@ -65,6 +65,7 @@ class QcExposure(BaseModel):
     dicom_exposure_index: Magnitude | None = _opt("Exposure index EI of the image (IEC 62494-1).")
     compression_thickness_mm: Magnitude | None = _opt("Compressed breast (phantom) thickness, mm.")
     phantom_thickness_mm: Magnitude | None = _opt("Phantom thickness in the beam (AEC tests), mm.")
+    target_filter: str | None = _opt("Mammography anode/filter from the image's DICOM, e.g. 'Mo/Rh'.")
     measured_at: AwareDatetime | None = _opt("When the reading was taken, with its offset (for 1-hour windows).")
     technique_confirmed: bool = Field(True, description="False while the DICOM-proposed technique awaits the "
                                       "technologist's confirmation (its set values are then left out).")
