@@ -135,3 +135,42 @@ def test_property_the_ramp_never_changes_the_measurement(ramp, level, noise):
     assert crit.inputs["settled_samples"] == len(settled)
     assert crit.value == pytest.approx(sum(settled) / len(settled), rel=1e-3)
     assert res.verdict == ("pass" if crit.value <= 88.0 * (1 + 1e-9) else "fail")
+
+
+def samples(rates, start_s, interval_ms=1000.0, kv=(80.0,), **technique):
+    """One run: samples `interval_ms` long (1 s apart) at these rates (mGy/min); kV per sample cycles through kv;
+    the technique on the last sample only (typed once per run)."""
+    out = [QcExposure(air_kerma_ugy=r * interval_ms / 60.0, exposure_time_ms=interval_ms, kvp=kv[i % len(kv)],
+                      measured_at=T0 + timedelta(seconds=start_s + i)) for i, r in enumerate(rates)]
+    out[-1] = out[-1].model_copy(update=technique)
+    return out
+
+
+def test_fluoro_kvp_is_judged_on_the_settled_samples_of_each_run():
+    # kV 70, 74, 78 while settling, then 80.4, 80.6, 80.5: mean 80.5 at 80 set (typed on the last sample only):
+    # 0.5 / 80 = 0.625 % <= 5 %. The ramp's 70 kV alone would be 12.5 % off.
+    exps = [e.model_copy(update={"kvp": kv}) for e, kv in zip(samples([50] * 6, 0), (70, 74, 78, 80.4, 80.6, 80.5))]
+    exps[-1] = exps[-1].model_copy(update={"set_kvp": 80.0})
+    res = analyse("fluoro_kvp", exps, US)
+    assert res.verdict == "pass" and res.n_exposures == 6
+    assert res.criteria[0].value == pytest.approx(0.5 / 80)
+
+
+def test_fluoro_hvl_from_the_stable_rates_of_runs_behind_aluminium():
+    # Runs at 0, 2 and 4 mm Al with stable rates 80, 50 and 38 mGy/min; the 2 mm run sampled in 500 ms intervals
+    # (its samples' air kerma is half as large, its rate is not). Half of 80 lies between 2 mm (50) and 4 mm (38):
+    # HVL = 2 + 2 ln(2 x 50 / 80) / ln(50 / 38) = 2 + 2 x 0.22314 / 0.27444 = 3.626 mm Al >= 2.9 at 80 kV measured.
+    exps = (samples([80] * 6, 0, filtration_mm_al=0.0, set_kvp=80.0)
+            + samples([50] * 6, 20, interval_ms=500.0, filtration_mm_al=2.0, set_kvp=80.0)
+            + samples([38] * 6, 40, filtration_mm_al=4.0, set_kvp=80.0))
+    res = analyse("fluoro_hvl", exps, US)
+    crit = res.criteria[0]
+    assert res.verdict == "pass" and crit.value == pytest.approx(3.626, abs=1e-3)
+    assert crit.limit == pytest.approx(2.9) and crit.inputs["kv_basis"] == "measured"
+
+
+def test_per_run_reasons_name_the_runs_exposures():
+    # Run 1 (exposures 1-6) has its indicated kV; run 2 (exposures 7-12) has none yet.
+    exps = samples([50] * 6, 0, set_kvp=80.0) + samples([50] * 6, 20)
+    res = analyse("fluoro_kvp", exps, US)
+    assert res.verdict == "incomplete" and "run 2 (exposures 7-12)" in res.reason, res.reason

@@ -11,6 +11,7 @@ limits.fluoro_stability_fraction. The limits and their paragraphs: limits.CITATI
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -159,11 +160,66 @@ def _display(subject: str, shown: float, measured: float | None, unit_key: str, 
     return crit
 
 
+SETTINGS = ("set_kvp", "set_ma", "set_mas", "set_time_ms", "filtration_mm_al", "sid_mm", "field_area_cm2")
+
+
+def collapse_runs(exposures: Sequence[QcExposure], limits: QcLimits) -> tuple[list[QcExposure], list[Run]]:
+    """One exposure per run of continuous fluoroscopy, for the radiographic analyses: its settings are the last
+    value given on any exposure of the run (typed once per run); its measured kV and HVL are the means over the
+    settled samples; its air kerma is the stable rate as µGy per second of beam (samples integrate over intervals
+    of different lengths, so their air kerma cannot be compared; the rate can). A run without a stable rate has no
+    air kerma; a quantity a settled sample lacks (or its meter flagged) is left out of the run."""
+    out = []
+    runs = stable_runs(exposures, limits)
+    for run in runs:
+        group = [exposures[n - 1] for n in run.numbers]
+        settled = [exposures[n - 1] for n in run.settled]
+        values: dict = {}
+        for attr in SETTINGS:
+            given = [getattr(e, attr) for e in group if getattr(e, attr) is not None]
+            values[attr] = given[-1] if given else None
+        for attr in ("kvp", "hvl_mm_al"):
+            measured = [getattr(e, attr) for e in settled]
+            values[attr] = statistics.fmean(measured) if measured and None not in measured else None
+        values["air_kerma_ugy"] = None if run.rate_mgy_per_min is None else run.rate_mgy_per_min * 1000.0 / 60.0
+        excluded: dict[str, list[str]] = {}
+        for e in settled:
+            for key, flags in e.excluded.items():
+                excluded.setdefault(key, []).extend(f for f in flags if f not in excluded.get(key, []))
+        out.append(QcExposure(**values, measured_at=group[0].measured_at, excluded=excluded,
+                              technique_confirmed=all(e.technique_confirmed for e in group)))
+    return out, runs
+
+
+def _per_run(test_type: str, analysis, exposures: Sequence[QcExposure], limits: QcLimits) -> TestResult:
+    """`analysis` over the collapsed runs, its 'exposure k' subjects and reasons renamed to the run's exposures."""
+    collapsed, runs = collapse_runs(exposures, limits)
+    res = analysis(collapsed, limits)
+
+    def run_name(match: re.Match) -> str:
+        k = int(match.group(1))
+        return f"run {k} ({_subject(runs[k - 1])})" if 1 <= k <= len(runs) else match.group(0)
+
+    def rename(text: str | None) -> str | None:
+        return None if text is None else re.sub(r"\bexposure (\d+)\b", run_name, text)
+    criteria = tuple(c.model_copy(update={"subject": rename(c.subject), "reason": rename(c.reason)})
+                     for c in res.criteria)
+    note = "; ".join(f"run {k}: {r.reason}" for k, r in enumerate(runs, 1) if r.reason)
+    reason = rename(res.reason) if res.reason else None
+    if res.verdict == "incomplete" and note and reason and "air kerma" in reason:
+        reason = f"{reason} ({note})"
+    return res.model_copy(update={"test_type": test_type, "criteria": criteria, "reason": reason,
+                                  "n_exposures": len(exposures)})
+
+
 def fluoro_kvp(exposures: Sequence[QcExposure], limits: QcLimits) -> TestResult:
-    """kVp accuracy at fluoroscopy stations: the radiographic analysis (beam.kvp_accuracy)."""
-    return kvp_accuracy(exposures, limits).model_copy(update={"test_type": "fluoro_kvp"})
+    """kVp accuracy in fluoroscopy: the radiographic analysis (beam.kvp_accuracy) per run, the run's measured kV the
+    mean over its settled samples (the ABC changes the kV while it settles)."""
+    return _per_run("fluoro_kvp", kvp_accuracy, exposures, limits)
 
 
 def fluoro_hvl(exposures: Sequence[QcExposure], limits: QcLimits) -> TestResult:
-    """HVL in fluoroscopy: the 1020.30(m)(1) table analysis (hvl.hvl)."""
-    return hvl(exposures, limits).model_copy(update={"test_type": "fluoro_hvl"})
+    """HVL in fluoroscopy: the 1020.30(m)(1) table analysis (hvl.hvl) per run: a meter's HVL, or the attenuation
+    series of runs with added aluminium (filtration_mm_al typed on any exposure of the run) from their stable
+    rates."""
+    return _per_run("fluoro_hvl", hvl, exposures, limits)
