@@ -174,3 +174,12 @@ def test_per_run_reasons_name_the_runs_exposures():
     exps = samples([50] * 6, 0, set_kvp=80.0) + samples([50] * 6, 20)
     res = analyse("fluoro_kvp", exps, US)
     assert res.verdict == "incomplete" and "run 2 (exposures 7-12)" in res.reason, res.reason
+
+
+def test_limits_config_errors_name_the_key():
+    from agent.qc import QcLimitsError, limits_from_mapping
+
+    with pytest.raises(QcLimitsError, match="qc.limits.fluoro_settle_s"):
+        limits_from_mapping({"fluoro_settle_s": -1})
+    with pytest.raises(QcLimitsError, match="high_level_mgy_per_min is below"):
+        limits_from_mapping({"fluoro_max_air_kerma_rate_high_level_mgy_per_min": 50})

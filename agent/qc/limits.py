@@ -246,6 +246,8 @@ class QcLimits(BaseModel):
     def _range_limit_given(self) -> QcLimits:
         if self.reproducibility_method == "range" and self.reproducibility_max_range_fraction is None:
             raise ValueError("reproducibility_method = 'range' needs reproducibility_max_range_fraction")
+        if self.fluoro_max_air_kerma_rate_high_level_mgy_per_min < self.fluoro_max_air_kerma_rate_mgy_per_min:
+            raise ValueError("fluoro_max_air_kerma_rate_high_level_mgy_per_min is below the normal-mode limit")
         if self.mammography_target_filter and self.mammography_target_filter not in MAMMO_UPPER_C_MM_AL:
             raise ValueError(f"mammography_target_filter: one of {sorted(MAMMO_UPPER_C_MM_AL)}")
         unknown = sorted(set(self.sources) - set(DEFAULT_SOURCES))
