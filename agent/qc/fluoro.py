@@ -117,7 +117,8 @@ def fluoro_display_accuracy(exposures: Sequence[QcExposure], limits: QcLimits) -
     kerma (against the meter's air kerma summed over the run): |displayed - measured| / measured <= 0.35 over the
     range from 6 mGy/min and 100 mGy up (21 CFR 1020.32(k)(6)); below those minimums the limit does not apply. The
     displayed values are typed in, or taken from the dose report (technique `displayed_*`), on any exposure of the
-    run (the last one given counts)."""
+    run (the last one given counts). The meter's values are compared as measured: the chamber must be at the unit's
+    reference point for its displays (no inverse-square or backscatter correction is applied here)."""
     criteria: list[Criterion] = []
     for run in stable_runs(exposures, limits):
         group = [exposures[n - 1] for n in run.numbers]
