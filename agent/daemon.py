@@ -67,6 +67,7 @@ def build_agent(cfg: Config) -> Agent:
             ops.commands.ctx.dose = dose  # the dose-summary command
     intakes = intake_services(cfg, sink, secret, derive=dose.derive if dose else None, board=ops.board)
     qc = add_qc_sessions(cfg, sink, supervisor, intakes)  # started before the intakes: it records their readings
+    ops.view.qc = qc
     for name, service in intakes:
         supervisor.add(name, service)
     add_endpoints(ops, intakes)

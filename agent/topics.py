@@ -35,6 +35,7 @@ KINDS: dict[str, KindPolicy] = {
     "dose-alert": KindPolicy("dicom"),
     "qc/reading": KindPolicy("readings"),
     "qc/session": KindPolicy("qc"),
+    "qc/due": KindPolicy("telemetry", retain=True, coalesce=True),  # the room's QC schedule state
     "summary": KindPolicy("dicom"),
     "drl-audit": KindPolicy("dicom"),
 }

@@ -106,7 +106,8 @@ class QcRoom:
 
     # ---- exposures ---------------------------------------------------------------------------------------------------
     def expose(self, ref: str, *, kvp: float, mas: float, kerma_ugy: float, measured_kvp: float | None = None,
-               dap_gy_m2: float | None = None, dicom_dap_gy_m2: float | None = None) -> dict:
+               dap_gy_m2: float | None = None, dicom_dap_gy_m2: float | None = None,
+               **image: str) -> dict:
         """One exposure: the meter(s) measure it and the modality sends its DX image (acquired now, with kVp, µAs,
         µs and DAP in the header); returns the exposure once the session shows it with its DICOM technique."""
         count = len(self.session(ref)["exposures"])
@@ -116,7 +117,7 @@ class QcRoom:
             self.victoreen.expose(kvp=measured_kvp or kvp, air_kerma_ugy=kerma_ugy, exposure_time_ms=time_ms)
         else:
             self.diamentor.expose(dap_gy_m2=dap_gy_m2, exposure_time_ms=time_ms)
-        self.send_image(acquired, kvp=kvp, mas=mas, time_ms=time_ms, dap_gy_m2=dicom_dap_gy_m2)
+        self.send_image(acquired, kvp=kvp, mas=mas, time_ms=time_ms, dap_gy_m2=dicom_dap_gy_m2, **image)
         return wait_for(lambda: self._exposure_with_technique(ref, count + 1), 15, f"exposure {count + 1} of {ref} "
                         "with its DICOM technique", interval=0.05)
 
@@ -127,14 +128,15 @@ class QcRoom:
         return None
 
     def send_image(self, acquired: datetime, *, kvp: float, mas: float, time_ms: float,
-                   dap_gy_m2: float | None = None) -> None:
-        """storescu a DX image whose header carries this technique (DAP in dGy·cm²: 1 Gy·m² = 1e5 dGy·cm²)."""
+                   dap_gy_m2: float | None = None, **image: str) -> None:
+        """storescu a DX image whose header carries this technique (DAP in dGy·cm²: 1 Gy·m² = 1e5 dGy·cm²); `image`:
+        more header values by dicom_factory name (exposure_index ...)."""
         technique = {"kvp": f"{kvp:g}", "exposure_uas": round(mas * 1000), "exposure_mas": round(mas),
                      "exposure_time_us": f"{time_ms * 1000:.1f}", "exposure_time_ms": round(time_ms),
                      "tube_current_ua": f"{TUBE_MA * 1000:.0f}", "tube_current_ma": round(TUBE_MA)}
         if dap_gy_m2 is not None:
             technique["dap_dgy_cm2"] = f"{dap_gy_m2 * 1e5:.4f}"
-        ds = factory.make_dx(acquisition_dt=acquired.strftime("%Y%m%d%H%M%S.%f"), **technique)
+        ds = factory.make_dx(acquisition_dt=acquired.strftime("%Y%m%d%H%M%S.%f"), **technique, **image)
         self.images += 1
         path = self.workdir / f"image-{self.images}.dcm"
         path.write_bytes(factory.to_bytes(ds))

@@ -228,7 +228,9 @@ STRING_FIELDS = {
     "xray.drl-audit.v1.json": {**ENVELOPE, "timezone": CONFIG, "exams[].exam": COPIED, "exams[].band": CONFIG,
                                "exams[].rule": CONFIG},
     "xray.cmd-reply.v1.json": {**ENVELOPE, "boot_id": REF, "command": AGENT, "error": AGENT},
-    "xray.health.v1.json": {**ENVELOPE, "boot_id": REF, "config_hash": AGENT, "version": AGENT},
+    "xray.health.v1.json": {**ENVELOPE, "boot_id": REF, "config_hash": AGENT, "version": AGENT,
+                            "qc_overdue_tests[]": CONFIG},
+    "xray.qc-due.v1.json": {**ENVELOPE, "tests[].last_passed_ref": REF, "tests[].last_verdict": AGENT},
     "xray.status.v1.json": {**ENVELOPE, "boot_id": REF, "config_hash": AGENT, "version": AGENT},
     "xray.equipment.v1.json": {**ENVELOPE, "device_id": CONFIG, "driver": CONFIG, "endpoint": CONFIG,
                                "last_error": AGENT, "port": AGENT, "port_selector": CONFIG},
@@ -244,7 +246,7 @@ STRING_FIELDS = {
             "air_density_correction", "calibration_date", "calibration_due", "calibration_factor_unit", "detector",
             "driver", "id", "model", "serial_number")},
         "unit.unit_id": CONFIG, "unit.manufacturer": COPIED, "unit.model": COPIED, "unit.serial_number": COPIED,
-        "unit.station_name": COPIED, "unit.conflicts[]": COPIED},
+        "unit.station_name": COPIED, "unit.conflicts[]": COPIED, "exposures[].technique.target_filter": COPIED},
 }
 
 

@@ -198,3 +198,17 @@ def test_cli_runs_for_duration_and_serves_the_link(tmp_path):
         finally:
             proc.kill()
     assert not os.path.exists(link)
+
+
+def test_victoreen_fluoroscopy_rate_mode_reports_air_kerma_per_interval(tmp_path):
+    # 80 mGy/min for 1.5 s, sampled every 0.2 s armed: each D record is the air kerma of its interval and the
+    # interval as exposure time, so air kerma / time x 60 gives back 80 mGy/min once the 0.4 s ramp is over.
+    link = str(tmp_path / "ttyV5")
+    with VictoreenEmulator(link=link, arm_delay_s=0.02, filter_position=4) as emulator:
+        emulator.fluoroscopy(rate_mgy_per_min=80.0, kvp=85.0, duration_s=1.5, sample_s=0.2, ramp_s=0.4, ramp_from=0.5)
+        driver = Victoreen4000M(VictoreenSettings(reply_timeout_s=0.3, poll_interval_s=0.02, **PORT_TIMEOUT))
+        readings = read_from(link, driver, 5)
+    rates = [60.0 * r.quantities["air_kerma_ugy"] / r.quantities["exposure_time_ms"] for r in readings]
+    assert all(r.quantities["kvp"] == 85.0 for r in readings)
+    assert rates[0] < 75.0  # the ramp
+    assert rates[-1] == pytest.approx(80.0, rel=0.01)

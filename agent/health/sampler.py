@@ -53,7 +53,8 @@ class HealthSampler:
             outbox_dropped_total=counters.get("coalesced", 0) + counters.get("expired", 0),
             outbox_parked=stats.parked_now,
             broker_connected=link.connected, broker_reconnects_total=link.reconnects,
-            broker_rejected_total=link.rejected_total, last_puback_at=puback)
+            broker_rejected_total=link.rejected_total, last_puback_at=puback,
+            qc_overdue_tests=v.qc.overdue() if v.qc is not None else [])
 
 
 class HealthReporter(ThreadService):

@@ -27,6 +27,7 @@ class AgentView:
     intake: Any = None
     web: Any = None
     state_files: list = field(default_factory=list)  # agent.health.statefiles.StateFileTracker, one per state file
+    qc: Any = None  # the QC session service (its schedule's overdue tests go in the health sample)
     started_mono: float = field(default_factory=time.monotonic)
 
     @property

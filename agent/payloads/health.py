@@ -57,3 +57,5 @@ class HealthSample(Envelope):
     broker_rejected_total: Count = Field(description="Publishes the broker answered with a failure code, count.")
     last_puback_at: datetime | None = Field(None, description="When the broker last acknowledged a message from "
                                                               "the outbox, UTC; null if never since start.")
+    qc_overdue_tests: list[str] = Field(default_factory=list, description="QC test types of the room's schedule "
+                                        "([[qc.schedule]]) that are overdue (details on the retained qc/due).")

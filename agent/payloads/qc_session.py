@@ -39,13 +39,25 @@ class SetTechnique(_Part):
     sid_mm: Magnitude | None = _opt("Source to image distance, mm.")
     field_area_cm2: Magnitude | None = _opt("Field area at the measuring plane, cm² (typed in).")
     dicom_dap_gy_m2: Magnitude | None = _opt("Dose-area product the modality reported for this exposure, Gy·m².")
+    high_level_control: Magnitude | None = _opt("Fluoroscopy: 1 while the high-level control was active, else 0.")
+    displayed_air_kerma_rate_mgy_per_min: Magnitude | None = _opt("Fluoroscopy: air-kerma rate the unit displayed, "
+                                                                  "mGy/min (typed in).")
+    displayed_air_kerma_mgy: Magnitude | None = _opt("Fluoroscopy: cumulative air kerma the unit displayed, mGy "
+                                                     "(typed in, or Dose (RP) of its dose report).")
+    dicom_agd_mgy: Magnitude | None = _opt("Mammography: average glandular dose the modality reported, mGy.")
+    dicom_hvl_mm_al: Magnitude | None = _opt("Mammography: HVL the modality reported, mm Al.")
+    dicom_exposure_index: Magnitude | None = _opt("Exposure index EI of the image (IEC 62494-1).")
+    compression_thickness_mm: Magnitude | None = _opt("Mammography: compressed thickness, mm.")
+    phantom_thickness_mm: Magnitude | None = _opt("Phantom thickness in the beam (AEC tests), mm (typed in).")
+    target_filter: str | None = _opt("Mammography: anode target / filter from the image's DICOM, e.g. 'Mo/Rh'.")
     source: TechniqueSource | None = _opt("dicom: from the modality's exposure event; manual: typed in; corrected: "
                                           "from DICOM, then changed by the technologist; null: none yet.")
     confirmed: bool = Field(False, description="The technologist confirmed or entered these values.")
     event_ref: str | None = _opt("event_ref of the exposure event (qc technique from DICOM), as on `exposure`.")
-    dicom_reported: dict[Key, Value] = Field(default_factory=dict, description="The technique as the modality "
-                                             "reported it in DICOM (set_kvp, set_mas ...), kept beside confirmed or "
-                                             "corrected values as a cross-check.")
+    dicom_reported: dict[Key, Value | str] = Field(default_factory=dict, description="The technique as the "
+                                                   "modality reported it in DICOM (set_kvp, set_mas ..., "
+                                                   "target_filter), kept beside confirmed or corrected values as a "
+                                                   "cross-check.")
 
 
 class SessionReading(_Part):

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from agent.qc.aec import aec_reproducibility, aec_thickness_tracking
 from agent.qc.beam import dap_agreement, kvp_accuracy, timer_accuracy
+from agent.qc.fluoro import fluoro_display_accuracy, fluoro_hvl, fluoro_kvp, fluoro_max_air_kerma_rate
 from agent.qc.hvl import hvl
 from agent.qc.limits import QcLimits
+from agent.qc.mammo import mammo_hvl, mammo_kvp, mammo_output_reproducibility, mammo_phantom_dose
 from agent.qc.models import TEST_TYPES, QcExposure, TestResult
 from agent.qc.output import linearity_ma, linearity_mas, reproducibility
 
@@ -25,6 +28,16 @@ ANALYSES: dict[str, Analysis] = {
     "timer_accuracy": timer_accuracy,
     "hvl": hvl,
     "dap_agreement": dap_agreement,
+    "fluoro_max_air_kerma_rate": fluoro_max_air_kerma_rate,
+    "fluoro_display_accuracy": fluoro_display_accuracy,
+    "fluoro_kvp": fluoro_kvp,
+    "fluoro_hvl": fluoro_hvl,
+    "mammo_phantom_dose": mammo_phantom_dose,
+    "mammo_kvp": mammo_kvp,
+    "mammo_hvl": mammo_hvl,
+    "mammo_output_reproducibility": mammo_output_reproducibility,
+    "aec_reproducibility": aec_reproducibility,
+    "aec_thickness_tracking": aec_thickness_tracking,
 }
 assert set(ANALYSES) == set(TEST_TYPES), "every test type needs an analysis"
 

@@ -1,4 +1,4 @@
-"""`xray-agent qc start|status|confirm|finish|discard|list|technique`: QC sessions from a terminal, via the agent.
+"""`xray-agent qc start|status|confirm|finish|discard|list|technique|due`: QC sessions from a terminal, via the agent.
 
 Output is for a biomed at a terminal: a table of exposures, set technique next to what the meter measured, and the
 verdict with each criterion. Exit status 0 on success, 1 when the agent cannot do it (the message says why), 2 for a
@@ -32,7 +32,13 @@ TECHNIQUE_OPTIONS = (("kvp", "set_kvp", "kV"), ("ma", "set_ma", "mA"), ("mas", "
                      ("ms", "set_time_ms", "exposure time, ms"), ("sid", "sid_mm", "source-image distance, mm"),
                      ("filtration", "filtration_mm_al", "filtration, mm Al"),
                      ("field-area", "field_area_cm2", "field area at the meter, cm²"),
-                     ("dicom-dap", "dicom_dap_gy_m2", "DAP the modality reported, Gy·m²"))
+                     ("dicom-dap", "dicom_dap_gy_m2", "DAP the modality reported, Gy·m²"),
+                     ("high-level", "high_level_control", "fluoroscopy: 1 if the high-level control was on, else 0"),
+                     ("displayed-rate", "displayed_air_kerma_rate_mgy_per_min",
+                      "fluoroscopy: air-kerma rate the unit displayed, mGy/min"),
+                     ("displayed-kerma", "displayed_air_kerma_mgy",
+                      "fluoroscopy: cumulative air kerma the unit displayed, mGy"),
+                     ("phantom-thickness", "phantom_thickness_mm", "AEC: phantom thickness, mm"))
 
 
 def add_qc_commands(sub, default_config: Path) -> None:
@@ -59,6 +65,8 @@ def add_qc_commands(sub, default_config: Path) -> None:
     s.set_defaults(func=cmd_technique)
     s = qsub.add_parser("list", help="open and recent sessions")
     s.set_defaults(func=cmd_list)
+    s = qsub.add_parser("due", help="the room's QC schedule: what is due or overdue ([[qc.schedule]])")
+    s.set_defaults(func=cmd_due)
     for action in qsub.choices.values():
         action.add_argument("--config", type=Path, default=default_config)
         action.add_argument("--json", action="store_true", help="print the agent's JSON answer")
@@ -148,6 +156,26 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(table(["session", "test", "state", "verdict", "exp.", "operator", "instruments", "started"], rows))
         return 0
     return run(args, action)
+
+
+def cmd_due(args: argparse.Namespace) -> int:
+    def action(client: QcClient, a: argparse.Namespace) -> int:
+        tests = client.get("/api/qc/due")["tests"]
+        if a.json:
+            print(json.dumps(tests, indent=2))
+        elif not tests:
+            print("no QC schedule configured ([[qc.schedule]] in the config)")
+        else:
+            rows = [[t["status"].upper(), t["test_type"], f"{t['interval_days']} d", _date(t["due_at"]) or "now",
+                     "-" if t["days_left"] is None else str(t["days_left"]), _date(t["last_passed_at"]) or "never",
+                     (t["last_verdict"] or "-").upper()] for t in tests]
+            print(table(["status", "test", "every", "due", "days left", "last passed", "last verdict"], rows))
+        return 0
+    return run(args, action)
+
+
+def _date(iso: str | None) -> str | None:
+    return iso[:10] if iso else None
 
 
 # ---- rendering -----------------------------------------------------------------------------------------------------

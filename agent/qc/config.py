@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent.qc.limits import QcLimits
+from agent.qc.schedule import ScheduleEntry
 
 DB_FILE = "qc.db"  # beside the outbox: the sessions and their audit records (agent/qc/store.py)
 
@@ -23,3 +24,15 @@ class QcConfig(BaseModel):
     unit_id: str = Field("", max_length=80, description="Id of this room's X-ray unit (asset tag, registration "
                          "number); recorded with every session beside what the unit's DICOM says.")
     limits: QcLimits = Field(default_factory=QcLimits, description="Limits of the analyses; US federal by default.")
+    schedule: tuple[ScheduleEntry, ...] = Field((), description="`[[qc.schedule]]`: the room's tests and their "
+                                                "intervals; what is due shows on the page, `qc due`, the retained "
+                                                "qc/due message and (overdue) the health sample.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _one_entry_per_test(cls, entries: tuple[ScheduleEntry, ...]) -> tuple[ScheduleEntry, ...]:
+        tests = [e.test for e in entries]
+        twice = sorted({t for t in tests if tests.count(t) > 1})
+        if twice:
+            raise ValueError(f"each test once; listed more than once: {', '.join(twice)}")
+        return entries

@@ -11,6 +11,9 @@ R9-7-605 Table I: both "other" columns and the dental intraoral column; Illinois
 column and its footnote "linear extrapolation or interpolation may be made ... e.g. at 20 kVp and 95 kVp the minimum
 HVL would be 0.2 and 2.6 mm Al"). Not verified here: the post-2006 rows above 90 kV, the mammography rule (21 CFR
 900.12(e)(5)(iii) / the ACR upper bound) and the IEC clause numbers named below; the code says so where it uses them.
+Also not verified here (the search tool returned the 2001/2008 GPO pages of 1020.32 but not the paragraphs): the
+fluoroscopy numbers and paragraph letters of 1020.32(d), (e) and (k)(6) (88/176 mGy/min, +-35 % from 6 mGy/min and
+100 mGy), the 21 CFR 900.12(e)(5) paragraphs for mammography and the ACR DM phantom's 2.0 mGy; CITATIONS says so.
 
 Each criterion carries the `source` of its limit: federal (the regulation's own number), state, manufacturer (the
 manufacturer's stated accuracy, which 1020.30(h)(3) requires and 1020.31(a)(4) defers to; IEC 60601-2-54 values are
@@ -57,6 +60,9 @@ DEFAULT_SOURCES: dict[str, Source] = {
     "coefficient_of_variation": "federal", "range_fraction": "state", "linearity": "federal",
     "kvp_accuracy": "manufacturer", "timer_accuracy": "manufacturer", "hvl_minimum": "federal",
     "hvl_maximum": "local", "dap_agreement": "manufacturer", "reading_validity": "local",
+    "fluoro_air_kerma_rate": "federal", "fluoro_display_accuracy": "federal", "mammo_phantom_dose": "federal",
+    "mammo_kvp_accuracy": "manufacturer", "mammo_kvp_reproducibility": "local", "mammo_output_reproducibility": "local",
+    "aec_reproducibility": "local", "aec_thickness_tracking": "local",
 }
 CITATIONS: dict[str, str] = {
     "coefficient_of_variation": "21 CFR 1020.31(b)(1)-(2)",
@@ -70,12 +76,36 @@ CITATIONS: dict[str, str] = {
     "dap_agreement": "displayed dose indication +-35 %: IEC 60601-2-54 203.6.4.5 (radiography) and 21 CFR "
                      "1020.32(k)(6) for fluoroscopic air kerma displays (clause numbers not verified here)",
     "reading_validity": "the meter's own validity flags",
+    # Fluoroscopy, as recalled from the 2005 final rule (70 FR 33998) text of 21 CFR 1020.32; not verified against
+    # the live eCFR here: (e)(1) AKR <= 88 mGy/min in normal mode (systems made on or after 1995-05-19), (e)(2)
+    # <= 176 mGy/min with the optional high-level control active; measured at the points of (d) (source below the
+    # table: 1 cm above the tabletop; above the table: 30 cm above it; C-arm: 30 cm from the image receptor's input
+    # surface); image recording excepted. (k)(6): displayed AKR and cumulative air kerma within +-35 % of actual
+    # over 6 mGy/min and 100 mGy up to the maximum indication, irradiation time > 3 s.
+    "fluoro_air_kerma_rate": "21 CFR 1020.32(e)(1)-(2), measured per 1020.32(d) (paragraph letters unverified here)",
+    "fluoro_display_accuracy": "21 CFR 1020.32(k)(6) (paragraph letters unverified here)",
+    "mammo_phantom_dose": "21 CFR 900.12(e)(5)(vi): AGD of a 4.2 cm 50/50 compressed breast <= 3.0 mGy; ACR "
+                          "Digital Mammography QC Manual (2018): ACR DM phantom <= 2.0 mGy (unverified here)",
+    "mammo_kvp_accuracy": "21 CFR 900.12(e)(5)(ii): kVp accurate within +-5 % of indicated (unverified here)",
+    "mammo_kvp_reproducibility": "21 CFR 900.12(e)(5)(ii): kVp coefficient of variation <= 0.02 (unverified here)",
+    "mammo_output_reproducibility": "21 CFR 900.12(e)(5)(iv)/(e)(5)(vii) air kerma reproducibility, CV <= 0.05 "
+                                    "(unverified here)",
+    "aec_reproducibility": "AEC reproducibility: CV <= 0.05, as 21 CFR 1020.31(b) for manual technique (local "
+                           "choice: no federal limit is set for AEC)",
+    "aec_thickness_tracking": "AEC thickness tracking: within +-tolerance of the mean (AAPM Report 74 / state "
+                              "practice; a local limit)",
 }
 # The federal value of each limit a "federal" source may claim.
 FEDERAL_VALUES: dict[str, tuple[str, Any]] = {
     "coefficient_of_variation": ("reproducibility_max_cv", 0.05),
     "linearity": ("linearity_max_coefficient", 0.10),
+    "fluoro_display_accuracy": ("fluoro_display_tolerance_fraction", 0.35),
+    "mammo_phantom_dose": ("mammo_phantom_dose_limit_mgy", 3.0),
 }
+# Named phantom-dose limits: MQSA's 3.0 mGy (federal), the ACR digital mammography phantom's 2.0 mGy.
+MAMMO_PHANTOM_DOSE_LIMITS_MGY: dict[str, float] = {"mqsa": 3.0, "acr_dm_phantom": 2.0}
+ConversionRow = tuple[Annotated[float, Field(gt=0, allow_inf_nan=False)],
+                      Annotated[float, Field(gt=0, allow_inf_nan=False)]]
 
 DEFAULT_TABLE = "qc.limits"
 
@@ -138,6 +168,43 @@ class QcLimits(BaseModel):
     dap_tolerance_fraction: Fraction = 0.35
     dap_local_tolerance_fraction: Fraction | None = None
 
+    # Fluoroscopy (see CITATIONS["fluoro_air_kerma_rate"]). The rate of a run of continuous fluoroscopy is the mean
+    # of its samples after the settle time (the automatic brightness control settles), once they agree within
+    # fluoro_stability_fraction; samples farther apart than fluoro_run_gap_s are separate runs.
+    fluoro_max_air_kerma_rate_mgy_per_min: float = Field(88.0, gt=0, description="Normal mode, mGy/min.")
+    fluoro_max_air_kerma_rate_high_level_mgy_per_min: float = Field(176.0, gt=0, description="High-level control "
+                                                                    "active, mGy/min.")
+    fluoro_measurement_point: str = Field("", max_length=200, description="The geometry used (e.g. 'C-arm, 30 cm "
+                                          "from the input surface'), recorded with the criterion.")
+    fluoro_settle_s: float = Field(3.0, ge=0, le=60, description="Samples of a run within this many seconds of its "
+                                   "first sample are not the measurement.")
+    fluoro_run_gap_s: float = Field(3.0, gt=0, le=60, description="A longer gap between samples starts a new run, s.")
+    fluoro_stability_fraction: Fraction = Field(0.05, description="(max - min) / mean of a run's settled samples.")
+    fluoro_min_settled_samples: int = Field(2, ge=1, le=100)
+    fluoro_display_tolerance_fraction: Fraction = 0.35
+    fluoro_display_min_rate_mgy_per_min: float = Field(6.0, ge=0, description="1020.32(k)(6) range starts here.")
+    fluoro_display_min_air_kerma_mgy: float = Field(100.0, ge=0, description="1020.32(k)(6) range starts here.")
+
+    # Mammography. Phantom dose: a number (mGy) or a named limit of MAMMO_PHANTOM_DOSE_LIMITS_MGY.
+    mammo_phantom_dose_limit_mgy: float = Field(3.0, gt=0)
+    # Conversion from entrance air kerma (no backscatter) to the phantom's AGD by HVL: [HVL mm Al, mGy/mGy] rows,
+    # linear interpolation, no extrapolation. No default is shipped: take the factors for your phantom from a
+    # published table (Dance et al. 2000, Phys Med Biol 45:3225, g x c x s; or the ACR DM QC manual's table) and
+    # name it in mammo_agd_conversion_source.
+    mammo_agd_conversion: tuple[ConversionRow, ...] | None = None
+    mammo_agd_conversion_source: str = Field("", max_length=200)
+    mammo_kvp_tolerance_fraction: Fraction = 0.05
+    mammo_kvp_max_cv: Fraction = 0.02
+    mammo_output_max_cv: Fraction = 0.05
+    mammo_min_exposures: int = Field(4, ge=2, le=100)
+
+    # AEC. quantity: detector-side air kerma, the images' exposure index, or auto (air kerma when every exposure
+    # has it, else EI).
+    aec_quantity: Literal["auto", "air_kerma", "exposure_index"] = "auto"
+    aec_max_cv: Fraction = 0.05
+    aec_min_exposures: int = Field(4, ge=2, le=100)
+    aec_tracking_tolerance_fraction: Fraction = 0.10
+
     sources: dict[str, Source] = Field(default_factory=dict, description="Criterion name -> source of its limit, "
                                        "overriding DEFAULT_SOURCES (e.g. a state's own limit: 'state').")
 
@@ -149,6 +216,23 @@ class QcLimits(BaseModel):
                 raise ValueError(f"unknown HVL table {value!r}; use one of {sorted(HVL_TABLES)} or [kV, mm] rows")
             return HVL_TABLES[value]
         return value
+
+    @field_validator("mammo_phantom_dose_limit_mgy", mode="before")
+    @classmethod
+    def _named_dose_limit(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value not in MAMMO_PHANTOM_DOSE_LIMITS_MGY:
+                raise ValueError(f"unknown named limit {value!r}; a number (mGy) or one of "
+                                 f"{sorted(MAMMO_PHANTOM_DOSE_LIMITS_MGY)}")
+            return MAMMO_PHANTOM_DOSE_LIMITS_MGY[value]
+        return value
+
+    @field_validator("mammo_agd_conversion")
+    @classmethod
+    def _increasing_hvl(cls, rows: tuple | None) -> tuple | None:
+        if rows is not None and (len(rows) < 2 or any(b[0] <= a[0] for a, b in zip(rows, rows[1:]))):
+            raise ValueError("at least two [HVL mm Al, factor] rows in strictly increasing HVL order")
+        return rows
 
     @field_validator("hvl_min_table_mm_al")
     @classmethod
@@ -162,6 +246,8 @@ class QcLimits(BaseModel):
     def _range_limit_given(self) -> QcLimits:
         if self.reproducibility_method == "range" and self.reproducibility_max_range_fraction is None:
             raise ValueError("reproducibility_method = 'range' needs reproducibility_max_range_fraction")
+        if self.fluoro_max_air_kerma_rate_high_level_mgy_per_min < self.fluoro_max_air_kerma_rate_mgy_per_min:
+            raise ValueError("fluoro_max_air_kerma_rate_high_level_mgy_per_min is below the normal-mode limit")
         if self.mammography_target_filter and self.mammography_target_filter not in MAMMO_UPPER_C_MM_AL:
             raise ValueError(f"mammography_target_filter: one of {sorted(MAMMO_UPPER_C_MM_AL)}")
         unknown = sorted(set(self.sources) - set(DEFAULT_SOURCES))
@@ -180,6 +266,9 @@ class QcLimits(BaseModel):
         default = DEFAULT_SOURCES.get(criterion)
         key, federal = FEDERAL_VALUES.get(criterion, (None, None))
         if default == "federal" and key is not None and getattr(self, key) != federal:
+            return "local"
+        rates = (self.fluoro_max_air_kerma_rate_mgy_per_min, self.fluoro_max_air_kerma_rate_high_level_mgy_per_min)
+        if criterion == "fluoro_air_kerma_rate" and rates != (88.0, 176.0):
             return "local"
         if criterion == "dap_agreement" and self.dap_local_tolerance_fraction is not None:
             return "local"

@@ -15,9 +15,14 @@ T = TypeVar("T")
 
 # The set technique of an exposure: what the analyses call set_* plus the DAP the modality reported.
 TECHNIQUE_KEYS = ("set_kvp", "set_ma", "set_mas", "set_time_ms", "filtration_mm_al", "sid_mm", "field_area_cm2",
-                  "dicom_dap_gy_m2")
+                  "dicom_dap_gy_m2", "high_level_control", "displayed_air_kerma_rate_mgy_per_min",
+                  "displayed_air_kerma_mgy", "dicom_agd_mgy", "dicom_hvl_mm_al", "dicom_exposure_index",
+                  "compression_thickness_mm", "phantom_thickness_mm")
+# What the modality measured or displayed (not a setting): used whether or not the technique is confirmed.
+MODALITY_KEYS = frozenset({"dicom_dap_gy_m2", "displayed_air_kerma_rate_mgy_per_min", "displayed_air_kerma_mgy",
+                           "dicom_agd_mgy", "dicom_hvl_mm_al", "dicom_exposure_index"})
 # Reading quantities the analyses use (QcExposure's measured fields, same names as the drivers' keys).
-MEASURED_KEYS = ("kvp", "air_kerma_ugy", "exposure_time_ms", "hvl_mm_al", "dap_gy_m2")
+MEASURED_KEYS = ("kvp", "air_kerma_ugy", "exposure_time_ms", "hvl_mm_al", "dap_gy_m2", "air_kerma_rate_mgy_per_min")
 # Quantities a meter shows as a running total until reset: a DAP meter adds every exposure to its display (the
 # DIAMENTOR's M reply is the accumulated DAP and irradiation time). An exposure's value is the increase.
 ACCUMULATING: dict[str, frozenset[str]] = {"ptw_diamentor": frozenset({"dap_gy_m2", "exposure_time_ms"})}
@@ -36,8 +41,34 @@ def parse_time(text: str) -> datetime:
 def event_technique(event: ExposureEvent) -> dict[str, float]:
     """The set technique an exposure event reports (only the values it has)."""
     values = {"set_kvp": event.kvp, "set_ma": event.tube_current_ma, "set_mas": event.exposure_mas,
-              "set_time_ms": event.exposure_time_ms, "sid_mm": event.sid_mm, "dicom_dap_gy_m2": event.dap_gy_m2}
+              "set_time_ms": event.exposure_time_ms, "sid_mm": event.sid_mm, "dicom_dap_gy_m2": event.dap_gy_m2,
+              "dicom_exposure_index": event.exposure_index,
+              # Dose (RP) of a fluoroscopy dose report: the cumulative air kerma the unit displays, Gy -> mGy.
+              "displayed_air_kerma_mgy": None if event.dose_rp_gy is None else event.dose_rp_gy * 1000.0,
+              # Mammography fields, when the exposure event carries them (image Organ Dose / the dose report).
+              "dicom_agd_mgy": getattr(event, "average_glandular_dose_mgy", None),
+              "dicom_hvl_mm_al": getattr(event, "hvl_mm_al", None),
+              "compression_thickness_mm": getattr(event, "compression_thickness_mm", None),
+              "target_filter": target_filter(getattr(event, "anode_target_material", None),
+                                             getattr(event, "filter_material", None))}
     return {key: value for key, value in values.items() if value is not None}
+
+
+# DICOM Anode Target Material (0018,1191) and Filter Material (0018,7050) defined terms -> element symbols.
+ELEMENTS = {"MOLYBDENUM": "Mo", "RHODIUM": "Rh", "TUNGSTEN": "W", "ALUMINUM": "Al", "ALUMINIUM": "Al",
+            "SILVER": "Ag", "COPPER": "Cu"}
+
+
+def target_filter(target: str | None, filter_: str | None) -> str | None:
+    """'Mo/Rh' from the anode target and filter materials (defined terms or symbols, any case); None unless both
+    are known. A multi-valued filter (e.g. 'ALUMINUM\\RHODIUM') is not one filter: None."""
+    def symbol(value: str | None) -> str | None:
+        if not isinstance(value, str) or "\\" in value:
+            return None
+        text = value.strip()
+        return ELEMENTS.get(text.upper()) or (text.capitalize() if text.capitalize() in ELEMENTS.values() else None)
+    t, f = symbol(target), symbol(filter_)
+    return f"{t}/{f}" if t and f else None
 
 
 def event_device(event: ExposureEvent) -> dict[str, str]:

@@ -17,7 +17,11 @@ Number = Annotated[float, Field(allow_inf_nan=False)]
 InputValue = int | Number | str | list[Number | None] | None
 
 TestType = Literal["reproducibility", "linearity_ma", "linearity_mas", "kvp_accuracy", "timer_accuracy", "hvl",
-                   "dap_agreement"]
+                   "dap_agreement",
+                   # Fluoroscopy (21 CFR 1020.32), mammography (21 CFR 900.12; ACR DM QC manual), AEC.
+                   "fluoro_max_air_kerma_rate", "fluoro_display_accuracy", "fluoro_kvp", "fluoro_hvl",
+                   "mammo_phantom_dose", "mammo_kvp", "mammo_hvl", "mammo_output_reproducibility",
+                   "aec_reproducibility", "aec_thickness_tracking"]
 TEST_TYPES: tuple[str, ...] = get_args(TestType)
 Verdict = Literal["pass", "fail", "invalid", "incomplete"]
 Comparison = Literal["<=", ">=", "abs<="]
@@ -48,6 +52,20 @@ class QcExposure(BaseModel):
     hvl_mm_al: Magnitude | None = _opt("Measured half-value layer, mm Al.")
     dap_gy_m2: Magnitude | None = _opt("Dose-area product measured by a DAP meter, Gy·m².")
     dicom_dap_gy_m2: Magnitude | None = _opt("Dose-area product the modality reported in DICOM, Gy·m².")
+    # Fluoroscopy: the meter's air-kerma rate (a rate meter's reading, else air kerma / integration time), and the
+    # unit's own displays (typed in, or the dose report's values) for 21 CFR 1020.32(k).
+    air_kerma_rate_mgy_per_min: Magnitude | None = _opt("Measured air-kerma rate, mGy/min.")
+    high_level_control: Magnitude | None = _opt("1 while the fluoroscope's high-level control was active, else 0.")
+    displayed_air_kerma_rate_mgy_per_min: Magnitude | None = _opt("Air-kerma rate the unit displayed, mGy/min.")
+    displayed_air_kerma_mgy: Magnitude | None = _opt("Cumulative air kerma the unit displayed (or its dose report "
+                                                     "gave) at the reference point, mGy.")
+    # Mammography and AEC: what the modality's DICOM reports for the image.
+    dicom_agd_mgy: Magnitude | None = _opt("Average glandular dose of the image as the modality reported it, mGy.")
+    dicom_hvl_mm_al: Magnitude | None = _opt("HVL the modality reported for the image, mm Al.")
+    dicom_exposure_index: Magnitude | None = _opt("Exposure index EI of the image (IEC 62494-1).")
+    compression_thickness_mm: Magnitude | None = _opt("Compressed breast (phantom) thickness, mm.")
+    phantom_thickness_mm: Magnitude | None = _opt("Phantom thickness in the beam (AEC tests), mm.")
+    target_filter: str | None = _opt("Mammography anode/filter from the image's DICOM, e.g. 'Mo/Rh'.")
     measured_at: AwareDatetime | None = _opt("When the reading was taken, with its offset (for 1-hour windows).")
     technique_confirmed: bool = Field(True, description="False while the DICOM-proposed technique awaits the "
                                       "technologist's confirmation (its set values are then left out).")

@@ -30,11 +30,27 @@ TEST_QUANTITIES: dict[str, tuple[tuple[str, ...], ...]] = {
     # table is the measured one when a kV meter is in the session, else the indicated one (recorded as such).
     "hvl": (("hvl_mm_al", "air_kerma_ugy"),),
     "dap_agreement": (("dap_gy_m2", "air_kerma_ugy"),),
+    # Fluoroscopy: a rate meter's rate, or air kerma over each integration interval (with its time).
+    "fluoro_max_air_kerma_rate": (("air_kerma_rate_mgy_per_min", "air_kerma_ugy"),),
+    "fluoro_display_accuracy": (("air_kerma_rate_mgy_per_min", "air_kerma_ugy"),),
+    "fluoro_kvp": (("kvp",),),
+    "fluoro_hvl": (("hvl_mm_al", "air_kerma_ugy"),),
+    # Mammography: the phantom's entrance air kerma (its AGD may also come from the image's DICOM).
+    "mammo_phantom_dose": (("air_kerma_ugy",),),
+    "mammo_kvp": (("kvp",),),
+    "mammo_hvl": (("hvl_mm_al", "air_kerma_ugy"),),
+    "mammo_output_reproducibility": (("air_kerma_ugy",),),
+    # AEC: the detector-side air kerma (the images' exposure index comes from DICOM).
+    "aec_reproducibility": (("air_kerma_ugy",),),
+    "aec_thickness_tracking": (("air_kerma_ugy",),),
 }
 # Quantities a test uses when an instrument gives them, beyond what it needs (the measured kV for the HVL table).
-OPTIONAL_QUANTITIES: dict[str, tuple[str, ...]] = {"hvl": ("kvp",)}
+OPTIONAL_QUANTITIES: dict[str, tuple[str, ...]] = {
+    "hvl": ("kvp",), "fluoro_hvl": ("kvp",), "mammo_hvl": ("kvp",), "mammo_phantom_dose": ("hvl_mm_al", "kvp"),
+    "fluoro_max_air_kerma_rate": ("exposure_time_ms",), "fluoro_display_accuracy": ("exposure_time_ms",),
+}
 QUANTITY_LABELS = {"air_kerma_ugy": "air kerma", "kvp": "kVp", "exposure_time_ms": "exposure time",
-                   "hvl_mm_al": "HVL", "dap_gy_m2": "DAP"}
+                   "hvl_mm_al": "HVL", "dap_gy_m2": "DAP", "air_kerma_rate_mgy_per_min": "air-kerma rate"}
 
 DRIVER_QUANTITIES: dict[str, frozenset[str]] = {
     "victoreen_4000m": frozenset({"kvp", "air_kerma_ugy", "exposure_time_ms"}),

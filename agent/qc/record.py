@@ -10,7 +10,7 @@ from agent.payloads.qc_session import (InstrumentRecord, QcSession, Review, Sess
                                        SetTechnique, XrayUnit)
 from agent.qc.analysis import analyse
 from agent.qc.limits import QcLimits
-from agent.qc.matching import measured_and_excluded, parse_time
+from agent.qc.matching import MODALITY_KEYS, measured_and_excluded, parse_time
 from agent.qc.models import QcExposure, TestResult
 from agent.qc.store import QcStore
 
@@ -52,7 +52,7 @@ def qc_exposures(views: list[dict[str, Any]]) -> list[QcExposure]:
     for view in views:
         confirmed = view["technique"]["confirmed"] or view["technique"]["source"] is None
         technique = {k: v for k, v in view["technique"].items() if k not in META_KEYS
-                     and (confirmed or k == "dicom_dap_gy_m2")}
+                     and (confirmed or k in MODALITY_KEYS)}
         out.append(QcExposure(**technique, **view["measured"], measured_at=parse_time(view["measured_at"]),
                               excluded=view.get("excluded", {}), technique_confirmed=confirmed))
     return out

@@ -12,18 +12,21 @@ Finishing follows the same pattern: the audit record and state in one transactio
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any
 
 from agent.outbox import OutboxError
-from agent.payloads.base import Envelope
+from agent.payloads.base import Envelope, new_msg_id
 from agent.payloads.exposure import ExposureEvent
 from agent.payloads.qc import QcReading
+from agent.payloads.qc_due import QcDue
 from agent.payloads.qc_session import QcSession
 from agent.qc.config import QcConfig
 from agent.qc.matching import TECHNIQUE_KEYS, utc_iso
@@ -34,11 +37,13 @@ from agent.qc.quantities import used as used_quantities
 from agent.qc.models import TestResult
 from agent.qc.record import analysed, exposure_views, session_payload, unit_identity
 from agent.qc.recording import mark_emitted, record_events, record_reading
+from agent.qc.schedule import due_list, in_zone, last_runs, overdue_tests
 from agent.qc.store import QcStore, QcStoreError, dumps
 from agent.sink import Sink
 
 log = logging.getLogger(__name__)
 
+DUE_REFRESH_S = 60.0  # the schedule's state changes by the day; a minute is plenty
 OPERATOR_MAX = 32
 REVIEWER_MAX = 80
 COMMENT_MAX = 2000
@@ -70,6 +75,9 @@ class QcSessions:
         self.accumulating = dict(accumulating or {})
         self.records = {i: dict((records or {}).get(i) or {"id": i, "driver": d}) for i, d in self.instruments.items()}
         self.time_zone = time_zone
+        self._due: list[dict[str, Any]] = []   # the schedule's state, refreshed on the tick and after a finish
+        self._due_key: str | None = None       # digest of the qc/due state last stored in the outbox
+        self._due_next = 0.0
 
     # ---- service -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -77,6 +85,7 @@ class QcSessions:
         try:
             self.store.open()
             self.reconcile()
+            self.refresh_due()
         except (QcStoreError, OutboxError) as exc:
             # Readings are still published (without a session) meanwhile; the supervisor retries with backoff.
             log.error("QC sessions unavailable: %s", exc)
@@ -107,6 +116,39 @@ class QcSessions:
                 self.publish_pending()
             except (QcStoreError, OutboxError) as exc:
                 log.debug("finished QC session still not published: %s", exc)
+            if time.monotonic() >= self._due_next:
+                self.refresh_due()
+
+    # ---- the schedule --------------------------------------------------------------------------------------------
+    def due(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """The schedule's state now (agent/qc/schedule.py), times in the site's zone; [] without a schedule."""
+        if not self.cfg.schedule:
+            return []
+        rows = self._query("SELECT ref, test_type, ended_at, json_extract(result, '$.verdict') AS verdict FROM "
+                           "sessions WHERE state = 'finished' ORDER BY ended_at", ())
+        return due_list(self.cfg.schedule, last_runs(rows, self.time_zone), in_zone(now or _now(), self.time_zone))
+
+    def overdue(self) -> list[str]:
+        """The overdue test types as of the last refresh (for the health sample: no query on its thread)."""
+        return overdue_tests(self._due)
+
+    def refresh_due(self) -> None:
+        """Recompute the schedule's state and store a retained qc/due when it changed (again within a minute when
+        the outbox refused it)."""
+        self._due_next = time.monotonic() + DUE_REFRESH_S
+        if not self.cfg.schedule or not self.store.is_open:
+            return
+        try:
+            self._due = self.due()
+            key = hashlib.sha256(json.dumps(self._due, sort_keys=True).encode()).hexdigest()
+            if key != self._due_key:
+                # A fresh msg_id per change: a state that comes back (a schedule edited and edited back) must
+                # replace the retained one, not be dropped by the outbox as a re-send of the earlier message.
+                self.sink.emit(QcDue(msg_id=new_msg_id(), site=self.sink.site, room=self.sink.room, as_of=_now(),
+                                     tests=self._due, overdue=overdue_tests(self._due)))
+                self._due_key = key
+        except (QcStoreError, OutboxError, QcError) as exc:
+            log.warning("QC schedule state not stored yet: %s", exc)
 
     def publish_pending(self) -> None:
         """Emit every finished session whose record is not yet in the outbox."""
@@ -229,6 +271,7 @@ class QcSessions:
             self.publish_pending()
         except OutboxError as exc:
             log.warning("QC session %s finished but not yet published (%s); retrying", ref, exc)
+        self.refresh_due()
         return self.session(ref)
 
     def review(self, ref: str, reviewed_by: Any, comment: Any = "") -> dict[str, Any]:

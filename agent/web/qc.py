@@ -22,6 +22,16 @@ TEST_LABELS = {
     "timer_accuracy": "Exposure time accuracy",
     "hvl": "Half-value layer",
     "dap_agreement": "DAP agreement (meter vs DICOM)",
+    "fluoro_max_air_kerma_rate": "Fluoroscopy: maximum air-kerma rate",
+    "fluoro_display_accuracy": "Fluoroscopy: displayed air kerma accuracy",
+    "fluoro_kvp": "Fluoroscopy: kVp accuracy",
+    "fluoro_hvl": "Fluoroscopy: half-value layer",
+    "mammo_phantom_dose": "Mammography: phantom dose (AGD)",
+    "mammo_kvp": "Mammography: kVp accuracy and reproducibility",
+    "mammo_hvl": "Mammography: half-value layer",
+    "mammo_output_reproducibility": "Mammography: output reproducibility",
+    "aec_reproducibility": "AEC reproducibility",
+    "aec_thickness_tracking": "AEC thickness tracking",
 }
 assert set(TEST_LABELS) == set(TEST_TYPES), "every test type needs a label on the page"
 
@@ -113,7 +123,14 @@ def overview():
     qc = _qc()
     open_sessions = qc.sessions("open")
     return jsonify(test_types=[{"id": t, "label": TEST_LABELS[t]} for t in TEST_LABELS],
-                   instruments=_instruments(open_sessions), open=open_sessions, recent=qc.sessions("closed"))
+                   instruments=_instruments(open_sessions), open=open_sessions, recent=qc.sessions("closed"),
+                   due=qc.due())
+
+
+@bp.get("/api/qc/due")
+def due():
+    """The room's QC schedule: per configured test, its status (ok, due, overdue), due date and last pass."""
+    return jsonify(tests=_qc().due())
 
 
 @bp.get("/api/qc/instruments")

@@ -1,4 +1,7 @@
-"""Victoreen 4000M+ emulator: F, S/O (status after arm_delay_s), D; exposures on demand or every every_s."""
+"""Victoreen 4000M+ emulator: F, S/O (status after arm_delay_s), D; exposures on demand or every every_s; and a
+fluoroscopy rate mode: while the beam is on, each arming integrates the air kerma over sample_s and reports it as
+an exposure of that duration (the rate is air kerma / time), the output ramping up while the brightness control
+settles."""
 
 from __future__ import annotations
 
@@ -37,6 +40,44 @@ class VictoreenEmulator(Emulator):
         self.arm_status = 0  # set non-zero to simulate an offset/amplifier fault (Table B-2)
         self._armed_at = 0.0
         self._next_auto = 0.0
+        self.fluoro: dict[str, float] | None = None  # the beam of fluoroscopy(), while on
+        self._sample_from = 0.0
+
+    def fluoroscopy(self, rate_mgy_per_min: float, kvp: float, duration_s: float, sample_s: float = 0.5,
+                    ramp_s: float = 0.0, ramp_from: float = 0.5) -> None:
+        """Continuous fluoroscopy from now for duration_s at rate_mgy_per_min (after a linear ramp from ramp_from x
+        the rate over ramp_s, the automatic brightness control settling). Each armed interval of sample_s of beam
+        is one D record: its air kerma (the rate integrated over the interval) and the interval as exposure time."""
+        with self._lock:
+            now = time.monotonic()
+            self.fluoro = {"rate": rate_mgy_per_min, "kvp": kvp, "start": now, "end": now + duration_s,
+                           "sample_s": sample_s, "ramp_s": ramp_s, "ramp_from": ramp_from}
+            self._sample_from = now
+
+    @staticmethod
+    def _fluoro_rate(beam: dict[str, float], t: float) -> float:
+        """The beam's rate (mGy/min) at monotonic time t."""
+        since = t - beam["start"]
+        if beam["ramp_s"] > 0 and since < beam["ramp_s"]:
+            return beam["rate"] * (beam["ramp_from"] + (1 - beam["ramp_from"]) * since / beam["ramp_s"])
+        return beam["rate"]
+
+    def _fluoro_sample(self, now: float) -> dict[str, Any] | None:
+        """The next D record of the beam when a sample interval has passed while armed; None otherwise."""
+        beam = self.fluoro
+        start = max(self._sample_from, beam["start"])
+        end = min(now, beam["end"])
+        if end - start < beam["sample_s"] and now < beam["end"]:
+            return None
+        if now >= beam["end"]:
+            self.fluoro = None  # the beam is off after this last (maybe shorter) interval
+        if end - start <= 0:
+            return None
+        steps = 20  # midpoint rule over the interval: the ramp is linear, so this is exact enough
+        width = (end - start) / steps
+        mgy = sum(self._fluoro_rate(beam, start + (i + 0.5) * width) for i in range(steps)) * width / 60.0
+        self._sample_from = now
+        return dict(kvp=beam["kvp"], air_kerma_ugy=mgy * 1000.0, exposure_time_ms=(end - start) * 1000.0)
 
     def expose(self, kvp: float, air_kerma_ugy: float, exposure_time_ms: float, kvp_avg: float | None = None,
                peaks: tuple[float, ...] | None = None) -> None:
@@ -65,6 +106,12 @@ class VictoreenEmulator(Emulator):
             self.reply(f"{self.arm_status}\r\n".encode())
             self.state = "armed" if self.arm_status == 0 else "ready"
             self._next_auto = now + (self.every_s or 0)
+            self._sample_from = now  # the meter integrates only while armed
+        elif self.state == "armed" and self.fluoro is not None:
+            values = self._fluoro_sample(now)
+            if values:
+                self.data = format_exposure(**values)
+                self.state = "ready"
         elif self.state == "armed":
             if not self.exposures and self.every_s and now >= self._next_auto:
                 values = self.next_values()

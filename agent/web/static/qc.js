@@ -4,7 +4,8 @@
 
 const POLL_MS = 1000;
 const UGY_M2_PER_GY_M2 = 1e6; // the page shows DAP in µGy·m², the API speaks Gy·m²
-const TECHNIQUE = ["set_kvp", "set_ma", "set_mas", "set_time_ms", "sid_mm", "filtration_mm_al", "field_area_cm2"];
+const TECHNIQUE = ["set_kvp", "set_ma", "set_mas", "set_time_ms", "sid_mm", "filtration_mm_al", "field_area_cm2",
+  "displayed_air_kerma_rate_mgy_per_min", "displayed_air_kerma_mgy", "high_level_control", "phantom_thickness_mm"];
 const SOURCES = {dicom: "from DICOM", manual: "typed in", corrected: "corrected"};
 const state = {ref: null, session: null, sessionKey: "", choicesKey: "", editing: null};
 
@@ -86,6 +87,19 @@ function renderInstruments(list) {
     return el("li", {class: `instrument ${inst.state}`},
       el("span", {class: "badge", text: inst.state.toUpperCase()}),
       el("strong", {text: inst.id}), el("span", {class: "meta", text: ` ${inst.driver} · ${detail}`}));
+  }));
+}
+
+function renderDue(tests) {
+  $("due-panel").hidden = !tests.length;
+  $("due").replaceChildren(...tests.map((t) => {
+    const when = t.due_at === null ? "never passed" :
+      t.days_left < 0 ? `overdue since ${t.due_at.slice(0, 10)}` : `due ${t.due_at.slice(0, 10)} (${t.days_left} d)`;
+    const last = t.last_verdict && t.last_verdict !== "pass" ? ` · last session ${t.last_verdict}` : "";
+    return el("li", {class: `due-item ${t.status}`, "data-test": t.test_type},
+      el("span", {class: `badge ${t.status}`, text: t.status.toUpperCase()}),
+      el("span", {text: ` ${(state.labels || {})[t.test_type] || t.test_type} · every ${t.interval_days} d · ` +
+        when + last}));
   }));
 }
 
@@ -223,6 +237,7 @@ async function refresh() {
     renderStartForm(overview);
     renderInstruments(overview.instruments);
     renderSessions(overview);
+    renderDue(overview.due || []);
     if (state.ref) renderSession(await api(`/api/qc/sessions/${state.ref}`));
     $("link").textContent = `updated ${clock(new Date().toISOString())}`;
     $("link").className = "link ok";
