@@ -4,8 +4,10 @@ Dispatch, on the SOP Class UID (the Modality only when the SOP class is missing)
 - image classes (CR, DX, MG, IO, XA, RF; for processing or presentation; multi-frame) -> one ExposureEvent per image;
 - X-Ray Radiation Dose SR, or an Enhanced/Comprehensive SR titled X-Ray Radiation Dose Report (113701) -> one
   ExposureEvent per irradiation event and a DoseSummary of the accumulated totals;
-- anything else (CT, secondary capture, presentation state, a CT dose report without projection events...) -> an
-  empty Extraction: the object is valid, it just records no projection exposure, so the intake can acknowledge it.
+- a CT or radiopharmaceutical dose report -> an empty Extraction whose `not_for_room` says so (acknowledged, logged
+  and counted as such: an X-ray room may be sent them by mistake);
+- anything else (CT, secondary capture, presentation state...) -> an empty Extraction: the object is valid, it just
+  records no projection exposure, so the intake can acknowledge it.
 ExtractionError is raised only for objects that cannot be interpreted, and is the only exception malformed input
 can cause.
 
@@ -25,8 +27,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydicom import Dataset
 
-from agent.dicom import image, rdsr, units
-from agent.dicom.attributes import read_text
+from agent.dicom import image, purpose, rdsr, report_kind, units
+from agent.dicom.attributes import read_number, read_text
 from agent.payloads.base import Envelope, utc_now
 from agent.payloads.exposure import DoseSummary, ExposureEvent
 from agent.pseudonym import SECRET_MIN_BYTES, make_ref
@@ -54,8 +56,10 @@ class ExtractContext:
     room: str
     secret: bytes
     timezone: str = "UTC"  # zoneinfo name, for objects without Timezone Offset From UTC (0008,0201)
-    include_age_sex: bool = True
+    include_age_sex: bool = True  # also gates patient weight and size
     received_at: datetime = field(default_factory=utc_now)  # aware, UTC
+    sender_modality: str | None = None  # modality of the images the same sender sent (a dose report's last resort)
+    not_a_patient: tuple[str, ...] = purpose.DEFAULT_NOT_A_PATIENT  # regular expressions (purpose.py)
 
     def __post_init__(self) -> None:
         if len(self.secret) < SECRET_MIN_BYTES:
@@ -75,6 +79,7 @@ class Extraction:
 
     events: tuple[ExposureEvent, ...] = ()
     summary: DoseSummary | None = None
+    not_for_room: str | None = None  # why a valid dose report publishes nothing (report_kind.CT_REPORT, NM_REPORT)
 
     def payloads(self) -> tuple[Envelope, ...]:
         """All payloads in publish order: events first, then the summary that totals them."""
@@ -96,6 +101,8 @@ def extract(ds: Dataset, ctx: ExtractContext) -> Extraction:
 def _extract(ds: Dataset, ctx: ExtractContext) -> Extraction:
     if not read_text(ds, "SOPInstanceUID"):
         raise ExtractionError("missing SOP Instance UID")
+    if sop_class_uid(ds) == report_kind.RADIOPHARMACEUTICAL_SR:
+        return Extraction(not_for_room=report_kind.NM_REPORT)
     kind = classify(ds)
     if kind == "image":
         return Extraction(events=(_image_event(ds, ctx),))
@@ -141,6 +148,19 @@ def patient_sex(ds: Dataset) -> str | None:
     return sex if sex in SEXES else None
 
 
+def patient_weight_kg(ds: Dataset) -> float | None:
+    """Patient's Weight (0010,1030), kg; 0 (a placeholder) and values above 500 kg are unknown."""
+    weight = units.magnitude(read_number(ds, "PatientWeight"))
+    return weight if weight and weight <= 500 else None
+
+
+def patient_size_m(ds: Dataset) -> float | None:
+    """Patient's Size (0010,1020), m; 0 (a placeholder) and values above 3 m are unknown (a height in cm is not
+    guessed into metres)."""
+    size = units.magnitude(read_number(ds, "PatientSize"))
+    return size if size and size <= 3 else None
+
+
 def local_zone(ds: Dataset, ctx: ExtractContext) -> tzinfo:
     """The object's Timezone Offset From UTC (0008,0201), else the site's configured zone."""
     return units.parse_utc_offset(read_text(ds, "TimezoneOffsetFromUTC")) or ZoneInfo(ctx.timezone)
@@ -156,6 +176,8 @@ def _common(ds: Dataset, ctx: ExtractContext) -> dict[str, object]:
         "study_ref": make_ref(ctx.secret, "study", study_uid) if study_uid else None,
         "patient_age_years": patient_age_years(ds) if include else None,
         "patient_sex": patient_sex(ds) if include else None,
+        "patient_weight_kg": patient_weight_kg(ds) if include else None,
+        "patient_size_m": patient_size_m(ds) if include else None,
     }
 
 
@@ -164,6 +186,8 @@ def _event(exposure: dict[str, object], source: str, common: dict, zone: tzinfo,
     """An ExposureEvent from image.py/rdsr.py values: the identity is hashed, the DT string resolved in `zone`."""
     values = dict(exposure)
     identity, acquired_dt = str(values.pop("identity")), values.pop("acquired_dt")
+    values["purpose"] = purpose.event_purpose(common["purpose"], values.get("protocol"), ctx.not_a_patient)
+    common = {key: value for key, value in common.items() if key != "purpose"}
     return ExposureEvent(**common, **values, source=source, acquired_at=units.parse_datetime(acquired_dt, zone),
                          msg_id=make_ref(ctx.secret, f"exposure/{source}", identity),
                          event_ref=make_ref(ctx.secret, "event", identity))
@@ -171,27 +195,39 @@ def _event(exposure: dict[str, object], source: str, common: dict, zone: tzinfo,
 
 def _image_event(ds: Dataset, ctx: ExtractContext) -> ExposureEvent:
     modality = image.IMAGE_SOP_CLASSES.get(sop_class_uid(ds) or "") or read_text(ds, "Modality")
-    common = {**_common(ds, ctx), "modality": read_text(ds, "Modality") or modality}
+    common = {**_common(ds, ctx), "modality": read_text(ds, "Modality") or modality,
+              "purpose": purpose.object_purpose(ds, ctx.not_a_patient)}
     return _event(image.image_exposure(ds, modality), "image", common, local_zone(ds, ctx), ctx)
 
 
 def _dose_report(ds: Dataset, ctx: ExtractContext) -> Extraction:
-    common = {**_common(ds, ctx), "modality": read_text(ds, "Modality")}
+    root = rdsr.report_root(ds)  # the content tree, read once for events, totals and the kind of unit
+    reason = report_kind.not_for_room(ds, sop_class_uid(ds), root)
+    if reason:
+        return Extraction(not_for_room=reason)
+    common = _common(ds, ctx)
+    for name, text in report_kind.device_identity(root).items():  # the header wins; the observer fills its gaps
+        common[name] = common.get(name) or text
+    common.update(modality=report_kind.report_modality(root, ctx.sender_modality),
+                  purpose=purpose.object_purpose(ds, ctx.not_a_patient))
     zone = local_zone(ds, ctx)
-    events = tuple(_event(values, "rdsr", common, zone, ctx) for values in rdsr.report_events(ds))
-    totals = rdsr.accumulated_totals(ds)
+    events = tuple(_event(values, "rdsr", common, zone, ctx) for values in rdsr.report_events(ds, root))
+    totals = rdsr.accumulated_totals(ds, root)
     if not events and totals is None:
-        return Extraction()  # e.g. a CT dose report: same title, no projection events
-    return Extraction(events=events, summary=_summary(ds, ctx, common, len(events), totals or {}, zone))
+        return Extraction()  # a dose report without projection events or totals
+    report_purpose = "qc" if events and all(event.purpose == "qc" for event in events) else common["purpose"]
+    summary_common = {**{k: v for k, v in common.items() if k != "purpose"}, "purpose": report_purpose}
+    return Extraction(events=events, summary=_summary(ds, ctx, summary_common, len(events), totals or {}, zone,
+                                                      root))
 
 
-def _summary(ds: Dataset, ctx: ExtractContext, common: dict, events_count: int, totals: dict, zone: tzinfo
-             ) -> DoseSummary:
+def _summary(ds: Dataset, ctx: ExtractContext, common: dict, events_count: int, totals: dict, zone: tzinfo,
+             root: rdsr.Node) -> DoseSummary:
     """The totals; msg_id hashes study UID + event count + totals, so a grown cumulative report is a new summary
     while the same report received twice repeats its msg_id."""
     anchor = read_text(ds, "StudyInstanceUID") or read_text(ds, "SOPInstanceUID")
     key = "\x1f".join([anchor or "", str(events_count), json.dumps(totals, sort_keys=True)])
-    started, ended = rdsr.irradiation_period(ds)
+    started, ended = rdsr.irradiation_period(ds, root)
     return DoseSummary(**common, **totals, events_count=events_count, msg_id=make_ref(ctx.secret, "dose-summary", key),
                        irradiation_started_at=units.parse_datetime(started, zone),
                        irradiation_ended_at=units.parse_datetime(ended, zone))

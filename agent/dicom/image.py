@@ -15,7 +15,7 @@ from pydicom import Dataset
 from pydicom import uid as sop
 from pydicom.sequence import Sequence
 
-from agent.dicom import units
+from agent.dicom import materials, units
 from agent.dicom.attributes import element_value, first_code_meaning, read_items, read_number, read_text
 
 IMAGE_SOP_CLASSES = {  # SOP Class UID -> modality it records
@@ -53,7 +53,15 @@ TECHNIQUE_SOURCES: dict[str, tuple[tuple[str, Converter], ...]] = {
     "target_exposure_index": (("TargetExposureIndex", units.magnitude),),
     "deviation_index": (("DeviationIndex", units.signed),),
     "sid_mm": (("DistanceSourceToDetector", units.sid_to_mm),),
+    # Mammography (PS3.3 C.8.11.7 Mammography Image, C.8.7.8 X-Ray Acquisition Dose, C.8.7.10 X-Ray Filtration):
+    "average_glandular_dose_mgy": (("OrganDose", units.dgy_to_mgy),),  # (0040,0316) Organ Dose, dGy
+    "compression_thickness_mm": (("BodyPartThickness", units.magnitude),),  # (0018,11A0), mm
+    "compression_force_n": (("CompressionForce", units.magnitude),),  # (0018,11A2), N
+    "hvl_mm_al": (("HalfValueLayer", units.magnitude),),  # (0040,0314), mm of aluminium
 }
+# (0040,8303) Entrance Dose Derivation: IAK = incident air kerma (the only value mapped; the rest of the term list
+# could not be checked here). Without it, Entrance Dose is "at the surface of the patient" (PS3.3 C.8.7.8).
+ENTRANCE_DOSE_DERIVATIONS = {"IAK": "incident_air_kerma"}
 
 
 def _frame_groups(ds: Dataset) -> list[Dataset]:
@@ -130,10 +138,32 @@ def exposure_identity(ds: Dataset) -> str | None:
     return f"sop\x1f{sop_uid}" if sop_uid else None
 
 
+def entrance_dose_quantity(ds: Dataset, entrance_dose_mgy: float | None) -> str | None:
+    """Which quantity Entrance Dose is: by Entrance Dose Derivation when sent, else entrance surface dose."""
+    if entrance_dose_mgy is None:
+        return None
+    return ENTRANCE_DOSE_DERIVATIONS.get(read_text(ds, "EntranceDoseDerivation") or "", "entrance_surface_dose")
+
+
+def mammography_labels(ds: Dataset) -> dict[str, str | None]:
+    """Anode target and filter materials (defined terms, upper case) and laterality (L/R/B) of an image."""
+    return {
+        "anode_target_material": materials.material_term(read_text(ds, "AnodeTargetMaterial")),
+        "filter_material": materials.material_term(read_text(ds, "FilterMaterial")),
+        "laterality": (materials.header_laterality(read_text(ds, "ImageLaterality"))
+                       or materials.header_laterality(read_text(ds, "Laterality"))),
+    }
+
+
 def image_exposure(ds: Dataset, modality: str | None) -> dict[str, object]:
     """The exposure one image records: technique, labels, irradiation type, acquisition DT string and identity."""
+    values = technique(ds)
+    if modality != "MG":  # Organ Dose of a radiograph is not a glandular dose; Body Part Thickness is not compression
+        values.update(average_glandular_dose_mgy=None, compression_thickness_mm=None, compression_force_n=None)
     return {
-        **technique(ds),
+        **values,
+        **mammography_labels(ds),
+        "entrance_dose_quantity": entrance_dose_quantity(ds, values["entrance_dose_mgy"]),
         "body_part": read_text(ds, "BodyPartExamined") or first_code_meaning(ds, "AnatomicRegionSequence"),
         "view": read_text(ds, "ViewPosition") or first_code_meaning(ds, "ViewCodeSequence"),
         "protocol": (read_text(ds, "ProtocolName") or read_text(ds, "SeriesDescription")
