@@ -95,9 +95,8 @@ def _ingest_files(paths: list[Path]):
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Extract events from files exactly as the agent would, printing the payloads as JSON lines."""
-    from pydicom import dcmread
-
     from agent.dicom.extract import ExtractContext, ExtractionError, extract
+    from agent.dicom.reading import read_file
     from agent.payloads.base import utc_now
     from agent.pseudonym import load_secret, throwaway_secret
 
@@ -105,17 +104,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         cfg = _load_or_exit(args.config)
         site, room, zone, age_sex = cfg.site.id, cfg.site.room, cfg.site.timezone, cfg.dicom.include_age_sex
         secret = load_secret(cfg.site.secret_key_file)
+        patterns = {"not_a_patient": tuple(cfg.dicom.not_a_patient)}
     else:
+        patterns = {}
         site, room, zone, age_sex, secret = "local", "local", args.timezone, True, throwaway_secret()
         print("no --config: using a throwaway key, so study_ref/event_ref differ from the agent's", file=sys.stderr)
     files = events = failed = 0
     for path in _ingest_files(args.paths):
         files += 1
         try:
-            ds = dcmread(path, force=True)
+            ds = read_file(path)
             ctx = ExtractContext(site=site, room=room, secret=secret, timezone=zone, include_age_sex=age_sex,
-                                 received_at=utc_now())
-            payloads = extract(ds, ctx).payloads()
+                                 received_at=utc_now(), **patterns)
+            extraction = extract(ds, ctx)
+            payloads = extraction.payloads()
         except ExtractionError as exc:
             failed += 1
             print(f"{path}: cannot interpret: {exc.reason}", file=sys.stderr)
@@ -127,7 +129,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         for payload in payloads:
             sys.stdout.write(payload.to_json_bytes().decode() + "\n")
         events += len(payloads)
-        if not payloads:
+        if extraction.not_for_room:
+            print(f"{path}: {extraction.not_for_room}", file=sys.stderr)
+        elif not payloads:
             print(f"{path}: no exposure recorded in this object (not an image or dose report)", file=sys.stderr)
     print(f"{files} file(s), {events} payload(s), {failed} failed", file=sys.stderr)
     return 1 if failed else 0

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import sqlite_utils
-from pydicom import dcmread
 
 from agent.config import FolderIntakeConfig
+from agent.dicom.reading import read_file
 from agent.dicom.intake import DicomIntake
 from agent.dicom.statuses import CANNOT_UNDERSTAND, SUCCESS
 from agent.supervisor import ThreadService
@@ -107,7 +107,7 @@ class FolderWatcher(ThreadService):
         origin = f"folder {path.name}"
         raw = path.read_bytes
         try:
-            ds = dcmread(path, force=True)
+            ds = read_file(path)
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets a clear answer, not a crash
             return self.intake.handle_undecodable(raw, f"cannot read file: {type(exc).__name__}", origin)
         return self.intake.handle(ds, raw, origin)

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from io import BytesIO
 
 from pydicom import Dataset
-from pydicom.filereader import read_dataset
-from pydicom.tag import BaseTag
 from pydicom.uid import UID
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
 from agent.config import DicomConfig
 from agent.dicom.intake import DicomIntake
+from agent.dicom.reading import read_data_set
 from agent.dicom.statuses import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS
 
 log = logging.getLogger(__name__)
@@ -29,9 +28,6 @@ log = logging.getLogger(__name__)
 REJECT_PERMANENT, SOURCE_SERVICE_USER = 0x01, 0x01
 DIAG_NO_REASON = 0x01
 MAX_PDU_BYTES = 1024 * 1024  # larger PDUs cut per-PDU overhead for 18 MB images; peers may still send smaller ones
-# (7FE0,0008) Float Pixel Data, (7FE0,0009) Double Float Pixel Data, (7FE0,0010) Pixel Data and whatever follows
-# (trailing padding, signatures): bulk data extraction never reads. pydicom's stop_before_pixels stops at the same tags.
-PIXEL_DATA_FIRST_TAG = 0x7FE00008
 
 
 @dataclass(frozen=True)
@@ -89,10 +85,6 @@ def handle_echo(event) -> int:
     return SUCCESS
 
 
-def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag >= PIXEL_DATA_FIRST_TAG
-
-
 def read_headers(stream: BytesIO, transfer_syntax: UID) -> Dataset:
     """The received data set up to its pixel data, as extraction needs it (parsing stays lazy, as pydicom's).
 
@@ -101,10 +93,8 @@ def read_headers(stream: BytesIO, transfer_syntax: UID) -> Dataset:
     if transfer_syntax.is_deflated:
         stream = BytesIO(zlib.decompress(stream.getvalue(), -zlib.MAX_WBITS))
     stream.seek(0)
-    ds = read_dataset(stream, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian,
-                      stop_when=_at_pixel_data)
-    ds.set_original_encoding(transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian)
-    return ds
+    # A dose report's Content Sequence stays raw bytes for extraction's single-pass reader (reading.py).
+    return read_data_set(stream.read(), transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian)
 
 
 def handle_store(event, intake: DicomIntake) -> int:

@@ -140,6 +140,9 @@ class DoseMonitor:
         alerts: list[DoseAlert] = []
         triggers: dict[str, ExposureEvent | DoseSummary] = {}
         for payload in payloads:
+            if getattr(payload, "purpose", None) == "qc":
+                out.append(payload)  # a QC/phantom exposure is not a patient's: no repeats, alerts or totals
+                continue
             if isinstance(payload, ExposureEvent):
                 payload = self._record_exposure(payload, ops)
                 alerts += [to_alert(f, payload) for f in exposure_findings(payload, self.rules, self.matcher)]
