@@ -202,13 +202,14 @@ def _image_event(ds: Dataset, ctx: ExtractContext) -> ExposureEvent:
 
 def _dose_report(ds: Dataset, ctx: ExtractContext) -> Extraction:
     root = rdsr.report_root(ds)  # the content tree, read once for events, totals and the kind of unit
-    reason = report_kind.not_for_room(ds, sop_class_uid(ds), root)
+    tree = rdsr.concept_index(root)
+    reason = report_kind.not_for_room(sop_class_uid(ds), root, tree)
     if reason:
         return Extraction(not_for_room=reason)
     common = _common(ds, ctx)
     for name, text in report_kind.device_identity(root).items():  # the header wins; the observer fills its gaps
         common[name] = common.get(name) or text
-    common.update(modality=report_kind.report_modality(root, ctx.sender_modality),
+    common.update(modality=report_kind.report_modality(tree, ctx.sender_modality),
                   purpose=purpose.object_purpose(ds, ctx.not_a_patient))
     zone = local_zone(ds, ctx)
     events = tuple(_event(values, "rdsr", common, zone, ctx) for values in rdsr.report_events(ds, root))

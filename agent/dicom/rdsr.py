@@ -164,6 +164,11 @@ def containers(root: Node, code: Code) -> list[Node]:
     return [item for item in _descendants(root, stop_at=code) if item.concept == code]
 
 
+def concept_index(node: Node) -> Index:
+    """Every content item below `node`, by concept, in document order."""
+    return _index(node)
+
+
 def _index(container: Node) -> Index:
     by_concept: Index = defaultdict(list)
     for item in _descendants(container):

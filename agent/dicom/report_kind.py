@@ -13,12 +13,9 @@ Codes are PS3.16 values as listed in pydicom's PS3.16 concept tables (pydicom.sr
 
 from __future__ import annotations
 
-from pydicom import Dataset
-
 from agent.dicom import image
-from agent.dicom.attributes import read_text
 from agent.dicom.rdsr import (ACCUMULATED_CONTAINER, ACQUISITION_PLANE, EVENT_CONTAINER, IRRADIATION_EVENT_TYPE,
-                              IRRADIATION_TYPES, Code, _descendants, dcm)
+                              IRRADIATION_TYPES, Code, Index, dcm)
 from agent.dicom.srtree import Node
 
 PROCEDURE_REPORTED = dcm("121058")
@@ -40,51 +37,48 @@ CT_REPORT = "CT dose report: not an X-ray room object"
 NM_REPORT = "radiopharmaceutical dose report: not an X-ray room object"
 
 
-def _codes_below(root: Node, concept: Code) -> list[Code]:
-    return [item.code for item in _descendants(root) if item.concept == concept and item.code]
+def _codes(tree: Index, concept: Code) -> set[Code]:
+    return {item.code for item in tree.get(concept, ()) if item.code}
 
 
-def _referenced_modality(root: Node) -> str | None:
-    found = {PROJECTION_MODALITIES.get(image.IMAGE_SOP_CLASSES.get(uid, "")) for item in _descendants(root)
-             for uid in item.sop_classes}
+def _referenced_modality(tree: Index) -> str | None:
+    found = {PROJECTION_MODALITIES.get(image.IMAGE_SOP_CLASSES.get(uid, "")) for items in tree.values()
+             for item in items for uid in item.sop_classes}
     found.discard(None)
     return found.pop() if len(found) == 1 else None  # images of two kinds: let the other signs decide
 
 
-def _is_fluoro(root: Node) -> bool:
-    for item in _descendants(root):
-        if item.concept == IRRADIATION_EVENT_TYPE and IRRADIATION_TYPES.get(item.code) == "fluoroscopy":
-            return True
-        if item.concept in FLUORO_TOTALS and any(number > 0 for number, _unit in item.numbers):
-            return True
-    return False
+def _is_fluoro(tree: Index) -> bool:
+    if any(IRRADIATION_TYPES.get(code) == "fluoroscopy" for code in _codes(tree, IRRADIATION_EVENT_TYPE)):
+        return True
+    return any(number > 0 for concept in FLUORO_TOTALS for item in tree.get(concept, ())
+               for number, _unit in item.numbers)
 
 
-def _fluoro_modality(root: Node, sender: str | None) -> str:
+def _fluoro_modality(tree: Index, sender: str | None) -> str:
     """XA or RF for a report with fluoroscopy: the sender's own fluoro modality when known; else XA for a biplane or
     rotational system (angiography), RF otherwise."""
     if sender in ("XA", "RF"):
         return sender
-    planes = set(_codes_below(root, ACQUISITION_PLANE))
-    rotational = ROTATIONAL in _codes_below(root, IRRADIATION_EVENT_TYPE)
-    return "XA" if planes & BIPLANE or rotational else "RF"
+    rotational = ROTATIONAL in _codes(tree, IRRADIATION_EVENT_TYPE)
+    return "XA" if _codes(tree, ACQUISITION_PLANE) & BIPLANE or rotational else "RF"
 
 
-def report_modality(root: Node, sender_modality: str | None = None) -> str:
-    """DX, RF, XA or MG for the report's events (see the module docstring for the order of evidence)."""
+def report_modality(tree: Index, sender_modality: str | None = None) -> str:
+    """DX, RF, XA or MG for the report's events, from the index of its whole content tree (rdsr.concept_index);
+    see the module docstring for the order of evidence."""
     sender = PROJECTION_MODALITIES.get((sender_modality or "").upper())
-    referenced = _referenced_modality(root)
+    referenced = _referenced_modality(tree)
     if referenced in ("DX", "MG"):
         return referenced
-    if set(_codes_below(root, PROCEDURE_REPORTED)) & MAMMOGRAPHY or any(
-            item.concept in MAMMOGRAPHY_CONCEPTS for item in _descendants(root)):
+    if _codes(tree, PROCEDURE_REPORTED) & MAMMOGRAPHY or any(tree.get(concept) for concept in MAMMOGRAPHY_CONCEPTS):
         return "MG"
     if referenced in ("XA", "RF"):
         return referenced
-    device = next((DEVICE_TYPES[code] for code in _codes_below(root, ACQUISITION_DEVICE_TYPE) if code in DEVICE_TYPES),
+    device = next((DEVICE_TYPES[code] for code in _codes(tree, ACQUISITION_DEVICE_TYPE) if code in DEVICE_TYPES),
                   None)
-    if device == "fluoro" or _is_fluoro(root):
-        return _fluoro_modality(root, sender)
+    if device == "fluoro" or _is_fluoro(tree):
+        return _fluoro_modality(tree, sender)
     if device == "DX":
         return "DX"
     return sender or "DX"
@@ -100,18 +94,14 @@ def device_identity(root: Node) -> dict[str, str]:
     return found
 
 
-def not_for_room(ds: Dataset, sop_class: str | None, root: Node | None) -> str | None:
-    """Why a dose report records no X-ray room exposure (CT or radiopharmaceutical report), or None."""
-    if sop_class == RADIOPHARMACEUTICAL_SR:
+def not_for_room(sop_class: str | None, root: Node, tree: Index) -> str | None:
+    """Why a dose report records no X-ray room exposure (CT or radiopharmaceutical report), or None. `tree` is the
+    index of the whole content tree (rdsr.concept_index)."""
+    if sop_class == RADIOPHARMACEUTICAL_SR or root.concept == RADIOPHARMACEUTICAL_TITLE:
         return NM_REPORT
-    if root is None:
-        return None
-    if any(item.concept == RADIOPHARMACEUTICAL_TITLE for item in (root,)):
-        return NM_REPORT
-    procedures = set(_codes_below(root, PROCEDURE_REPORTED))
-    projection = any(item.concept in (EVENT_CONTAINER, ACCUMULATED_CONTAINER) for item in _descendants(root))
-    ct = procedures & COMPUTED_TOMOGRAPHY or any(item.concept in CT_CONTAINERS for item in _descendants(root))
+    projection = tree.get(EVENT_CONTAINER) or tree.get(ACCUMULATED_CONTAINER)
+    ct = _codes(tree, PROCEDURE_REPORTED) & COMPUTED_TOMOGRAPHY or any(tree.get(c) for c in CT_CONTAINERS)
     return CT_REPORT if ct and not projection else None
 
 
-__all__ = ["report_modality", "device_identity", "not_for_room", "CT_REPORT", "NM_REPORT", "read_text"]
+__all__ = ["report_modality", "device_identity", "not_for_room", "CT_REPORT", "NM_REPORT"]

@@ -16,14 +16,15 @@ the tolerant one). Encoding rules: PS3.5 7.1 (data elements), 7.5 (nesting of da
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from decimal import Decimal
 
 from pydicom import Dataset
-from pydicom.charset import decode_bytes
 from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
 
 from agent.dicom import units
-from agent.dicom.attributes import clean_text, code_of, read_items, read_numbers, read_text
+from agent.dicom.attributes import clean_text, code_of, element_value, read_items, read_numbers, read_text
 
 Code = tuple[str, str]
 Unit = tuple[str | None, str | None]  # (unit code value, unit code meaning)
@@ -40,10 +41,17 @@ CODE_VALUE, SCHEME, MEANING, LONG_CODE, URN_CODE = 0x00080100, 0x00080102, 0x000
 REFERENCED_SOP_CLASS = 0x00081150
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
+TEXT_ATTRIBUTES = ((TEXT_VALUE, "text"), (UID, "uid"), (DATETIME, "datetime"))
 MAX_DEPTH = 64  # SR trees are a few levels deep; deeper nesting is malformed (and would exhaust the stack)
 SEQUENCES = frozenset({CONTENT_SEQUENCE, CONCEPT_NAME, CONCEPT_CODE, MEASURED_VALUES, UNITS, REFERENCED_SOP})
+EXPECTED_VRS = {  # PS3.6 VRs of the kept attributes: bytes written with another VR are left to pydicom's reading
+    CONTENT_SEQUENCE: b"SQ", CONCEPT_NAME: b"SQ", CONCEPT_CODE: b"SQ", MEASURED_VALUES: b"SQ", UNITS: b"SQ",
+    REFERENCED_SOP: b"SQ", TEXT_VALUE: b"UT", UID: b"UI", DATETIME: b"DT", NUMERIC_VALUE: b"DS", FLOAT_VALUE: b"FD",
+    CODE_VALUE: b"SH", SCHEME: b"SH", MEANING: b"LO", LONG_CODE: b"UC", URN_CODE: b"UR", REFERENCED_SOP_CLASS: b"UI"}
 KEPT = SEQUENCES | {TEXT_VALUE, UID, DATETIME, NUMERIC_VALUE, FLOAT_VALUE, CODE_VALUE, SCHEME, MEANING, LONG_CODE,
                     URN_CODE, REFERENCED_SOP_CLASS}
+SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
+                       b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"})  # 16-bit length (PS3.5 7.1.2)
 LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"})
 _HEADER = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length (explicit VR little endian)
 _IMPLICIT = struct.Struct("<HHI")
@@ -51,20 +59,18 @@ _U32 = struct.Struct("<I")
 
 
 class Node:
-    """One content item: concept name code, value and children. Absent values are None / empty."""
+    """One content item: concept name code, value and children. Absent values are None / empty; class attributes
+    are the defaults, so a builder sets only what the item has (nodes are many: one per content item)."""
 
-    __slots__ = ("concept", "text", "uid", "datetime", "code", "code_meaning", "numbers", "sop_classes", "children")
-
-    def __init__(self) -> None:
-        self.concept: Code | None = None
-        self.text: str | None = None  # TEXT: Text Value (0040,A160)
-        self.uid: str | None = None  # UIDREF: UID (0040,A124)
-        self.datetime: str | None = None  # DATETIME: DateTime (0040,A120)
-        self.code: Code | None = None  # CODE: first item of Concept Code Sequence (0040,A168)
-        self.code_meaning: str | None = None
-        self.numbers: list[tuple[Decimal, Unit]] = []  # NUM: Measured Value Sequence (0040,A300), in order
-        self.sop_classes: list[str] = []  # IMAGE/COMPOSITE: Referenced SOP Class UIDs (0008,1199 > 0008,1150)
-        self.children: list[Node] = []
+    concept: Code | None = None
+    text: str | None = None  # TEXT: Text Value (0040,A160)
+    uid: str | None = None  # UIDREF: UID (0040,A124)
+    datetime: str | None = None  # DATETIME: DateTime (0040,A120)
+    code: Code | None = None  # CODE: first item of Concept Code Sequence (0040,A168)
+    code_meaning: str | None = None
+    numbers: Sequence[tuple[Decimal, Unit]] = ()  # NUM: Measured Value Sequence (0040,A300), in order
+    sop_classes: Sequence[str] = ()  # IMAGE/COMPOSITE: Referenced SOP Class UIDs (0008,1199 > 0008,1150)
+    children: Sequence[Node] = ()
 
     def as_tuple(self) -> tuple:
         """Everything the node holds, recursively (to compare two builders)."""
@@ -86,6 +92,7 @@ def node_from_dataset(item: Dataset, depth: int = 0) -> Node:
     codes = read_items(item, "ConceptCodeSequence")
     if codes:
         node.code, node.code_meaning = code_of(codes[0]), read_text(codes[0], "CodeMeaning")
+    node.numbers = []
     for measured in read_items(item, "MeasuredValueSequence"):
         unit_items = read_items(measured, "MeasurementUnitsCodeSequence")
         unit = (read_text(unit_items[0], "CodeValue"), read_text(unit_items[0], "CodeMeaning")) if unit_items else (
@@ -105,13 +112,24 @@ def root_from_dataset(ds: Dataset) -> Node:
 
 # ---- the fast builder (raw bytes) ----------------------------------------------------------------------------------
 
+MEMO_KEY_BYTES = 64  # bytes that index the memo of repeated encodings (a code sequence's value is in its first 64)
+MEMO_MAX_BYTES = 512  # code sequences up to this size are remembered
+MEMO_MAX_CANDIDATES = 4  # encodings remembered per key
+CODE_SEQUENCES = frozenset({CONCEPT_NAME, CONCEPT_CODE, UNITS})  # the same few codes, over and over
+
+
 class _Reader:
-    """Walks little-endian data set bytes once, keeping the KEPT attributes as {tag: bytes | [item dicts]}."""
+    """Walks little-endian data set bytes once, keeping the KEPT attributes as {tag: bytes | [item dicts]}.
+
+    Repeated encodings are parsed once: a report repeats the same bytes for every concept name, unit and coded value
+    (plane, event type, region), so a code sequence whose bytes equal one already parsed (compared in full with
+    bytes.startswith, so the result is the same as parsing them) reuses that parse. The item dicts are shared and
+    must not be modified."""
 
     def __init__(self, data: bytes, implicit: bool) -> None:
-        self.data = memoryview(data)
         self.raw = data
         self.implicit = implicit
+        self.memo: dict[bytes, list[tuple[bytes, object]]] = {}
 
     def header(self, pos: int) -> tuple[int, bytes | None, int, int]:
         """(tag, VR or None, value length, value position) of the element at pos."""
@@ -127,113 +145,210 @@ class _Reader:
             return tag, vr, _U32.unpack_from(data, pos + 8)[0], pos + 12
         return tag, vr, length, pos + 8
 
-    def dataset(self, pos: int, end: int, depth: int) -> tuple[dict, int]:
+    def _remember(self, start: int, end: int, parsed: object) -> None:
+        if end - start <= MEMO_MAX_BYTES:
+            candidates = self.memo.setdefault(self.raw[start:start + MEMO_KEY_BYTES], [])
+            if len(candidates) < MEMO_MAX_CANDIDATES:
+                candidates.append((self.raw[start:end], parsed))
+
+    def dataset(self, pos: int, end: int | None, depth: int) -> tuple[dict, int]:
         """Elements from pos up to end (or up to an item delimiter when end is None); returns (kept, next pos)."""
         if depth > MAX_DEPTH:
             raise ValueError("SR content nested too deeply")
+        if self.implicit:
+            return self._implicit_dataset(pos, end, depth)
+        raw, unpack, u32, kept_tags = self.raw, _HEADER.unpack_from, _U32.unpack_from, KEPT
         kept: dict = {}
-        limit = len(self.raw) if end is None else end
+        limit = len(raw) if end is None else end
         while pos < limit:
-            tag, vr, length, value = self.header(pos)
-            if tag == ITEM_END:
-                return kept, value
-            is_sequence = vr == b"SQ" or (vr is None and tag in SEQUENCES) or (
-                length == UNDEFINED and (vr in (None, b"UN")))
-            if is_sequence:
-                items, pos = self.sequence(value, length, depth + 1, keep=tag in SEQUENCES)
-                if tag in SEQUENCES:
-                    kept[tag] = items
+            group, element, vr, length = unpack(raw, pos)
+            if vr in SHORT_VRS:  # the common case: a leaf with a 16-bit length
+                value, pos = pos + 8, pos + 8 + length
+                tag = group << 16 | element
+                if tag in kept_tags:
+                    if EXPECTED_VRS[tag] != vr:
+                        raise ValueError("unexpected VR")
+                    kept[tag] = raw[value:pos]
                 continue
-            if length == UNDEFINED:
-                raise ValueError("undefined length on a non-sequence element")
-            pos = value + length
-            if pos > len(self.raw):
-                raise ValueError("element runs past the end of the data")
-            if tag in KEPT:
-                kept[tag] = self.raw[value:pos]
+            tag = group << 16 | element
+            if group == 0xFFFE:  # item and delimiters carry no VR (PS3.5 7.5)
+                if tag == ITEM_END:
+                    return kept, pos + 8
+                raise ValueError("item or sequence delimiter inside a data set")
+            if vr not in LONG_VRS:
+                raise ValueError("unknown VR")  # pydicom's tolerant reading decides what such bytes mean
+            length, value = u32(raw, pos + 8)[0], pos + 12  # a VR with a 32-bit length (PS3.5 7.1.2)
+            pos = self._value(kept, tag, vr, length, value, depth)
+        return kept, self._ended(pos, end)
+
+    def _value(self, kept: dict, tag: int, vr: bytes | None, length: int, value: int, depth: int) -> int:
+        """Read one element's value at `value` (a sequence is walked); returns the position after it."""
+        if vr is not None and tag in KEPT and EXPECTED_VRS[tag] != vr:
+            raise ValueError("unexpected VR")
+        if vr == b"SQ" or (vr is None and tag in SEQUENCES) or (length == UNDEFINED and vr in (None, b"UN")):
+            keep = tag in SEQUENCES
+            start = value - (8 if vr is None else 12)
+            if tag in CODE_SEQUENCES:
+                raw = self.raw
+                for blob, parsed in self.memo.get(raw[start:start + MEMO_KEY_BYTES], ()):
+                    if raw.startswith(blob, start):
+                        kept[tag] = parsed
+                        return start + len(blob)
+            items, end = self.sequence(value, length, depth + 1, keep)
+            if keep:
+                kept[tag] = items
+                if tag in CODE_SEQUENCES:
+                    self._remember(start, end, items)
+            return end
+        if length == UNDEFINED:
+            raise ValueError("undefined length on a non-sequence element")
+        if tag in KEPT:
+            kept[tag] = self.raw[value:value + length]
+        return value + length
+
+    def _implicit_dataset(self, pos: int, end: int | None, depth: int) -> tuple[dict, int]:
+        raw, unpack = self.raw, _IMPLICIT.unpack_from
+        kept: dict = {}
+        limit = len(raw) if end is None else end
+        while pos < limit:
+            group, element, length = unpack(raw, pos)
+            tag = group << 16 | element
+            if tag == ITEM_END:
+                return kept, pos + 8
+            pos = self._value(kept, tag, None, length, pos + 8, depth)
+        return kept, self._ended(pos, end)
+
+    def _ended(self, pos: int, end: int | None) -> int:
         if end is None:
             raise ValueError("item without delimiter")
-        return kept, pos
+        if pos != end:
+            raise ValueError("item length does not match its elements")
+        return pos
 
     def sequence(self, pos: int, length: int, depth: int, keep: bool) -> tuple[list[dict], int]:
         """Items of a sequence value starting at pos; returns (item dicts, position after the sequence)."""
         end = None if length == UNDEFINED else pos + length
         items: list[dict] = []
+        raw, u32 = self.raw, _U32.unpack_from
         while end is None or pos < end:
-            tag, _vr, item_length, value = self.header(pos)
+            tag = u32(raw, pos)[0]
+            tag = (tag & 0xFFFF) << 16 | tag >> 16  # (group, element) as two little-endian 16-bit words
+            item_length = u32(raw, pos + 4)[0]
             if tag == SEQUENCE_END:
-                return items, value
+                return items, pos + 8
             if tag != ITEM:
                 raise ValueError("sequence holds something other than an item")
-            item_end = None if item_length == UNDEFINED else value + item_length
-            item, pos = self.dataset(value, item_end, depth)
+            value = pos + 8
+            item, pos = self.dataset(value, None if item_length == UNDEFINED else value + item_length, depth)
             if keep:
                 items.append(item)
-        if end is not None and pos != end:
+        if pos != end:
             raise ValueError("sequence length does not match its items")
         return items, pos
 
 
 class _Decoder:
-    """Turns kept values into node fields exactly as attributes.py reads them from pydicom's elements."""
+    """Turns kept values into node fields exactly as attributes.py reads them from pydicom's elements. Decoded texts
+    are cached by their bytes, and codes by their (shared, memoised) item dict."""
 
-    def __init__(self, encodings: list[str]) -> None:
-        self.encodings = encodings
+    def __init__(self, charset: object, implicit: bool) -> None:
+        self.charset, self.implicit = charset, implicit
+        self.texts: dict[bytes, str | None] = {}
+        self.codes: dict[int, Code | None] = {}
+        self.units: dict[int, Unit] = {}
+        self.decimals: dict[bytes, list[Decimal]] = {}
 
-    def text(self, value: bytes | None) -> str | None:
+    def text(self, value: bytes | None, tag: int = 0) -> str | None:
         if not value:
             return None
-        if value.isascii() and b"\x1b" not in value:  # ASCII is the same in every DICOM character set but ISO 2022
-            return clean_text(value.decode("ascii"))
-        return clean_text(decode_bytes(value, self.encodings, set()))
+        try:
+            return self.texts[value]
+        except KeyError:
+            pass
+        if value.isascii() and b"\x1b" not in value and b"\\" not in value:
+            text = clean_text(value.decode("ascii"))  # one value, ASCII: the same in every DICOM character set
+            self.texts[value] = text
+            return text
+        return self.pydicom_text(value, tag)
+
+    def pydicom_text(self, value: bytes, tag: int) -> str | None:
+        """Text that is not plain ASCII, or holds several values: decoded by pydicom exactly as the reference reader
+        does (the report's character set, ISO 2022 escapes, multi-value splitting by VR)."""
+        holder = Dataset()
+        if self.charset:
+            holder.SpecificCharacterSet = self.charset
+        holder[tag] = RawDataElement(Tag(tag), EXPECTED_VRS[tag].decode(), len(value), value, 0, self.implicit, True)
+        return read_text(holder, tag)
 
     def code(self, item: dict) -> Code | None:
-        value = self.text(item.get(CODE_VALUE)) or self.text(item.get(LONG_CODE)) or self.text(item.get(URN_CODE))
-        scheme = self.text(item.get(SCHEME))
-        return (value, scheme.upper()) if value and scheme else None
+        key = id(item)
+        if key not in self.codes:
+            value = (self.text(item.get(CODE_VALUE), CODE_VALUE) or self.text(item.get(LONG_CODE), LONG_CODE)
+                     or self.text(item.get(URN_CODE), URN_CODE))
+            scheme = self.text(item.get(SCHEME), SCHEME)
+            self.codes[key] = (value, scheme.upper()) if value and scheme else None
+        return self.codes[key]
 
     def numbers(self, measured: dict) -> list[Decimal]:
         floats = measured.get(FLOAT_VALUE)
         if floats:
+            if len(floats) % 8:
+                raise ValueError("FD value of a length that is not a multiple of 8")
             count = len(floats) // 8
             values = units.to_decimals(list(struct.unpack_from(f"<{count}d", floats))) if count else []
             if values:
                 return values
         numeric = measured.get(NUMERIC_VALUE)
-        return units.to_decimals(bytes(numeric)) if numeric else []
+        if not numeric:
+            return []
+        known = self.decimals.get(numeric)
+        if known is None:
+            known = self.decimals[numeric] = units.to_decimals(numeric)
+        return known
 
-    def node(self, item: dict, depth: int = 0) -> Node:
+    def node(self, item: dict) -> Node:
         node = Node()
-        names = item.get(CONCEPT_NAME)
-        node.concept = self.code(names[0]) if names else None
-        node.text, node.uid = self.text(item.get(TEXT_VALUE)), self.text(item.get(UID))
-        node.datetime = self.text(item.get(DATETIME))
-        codes = item.get(CONCEPT_CODE)
+        get = item.get
+        names = get(CONCEPT_NAME)
+        if names:
+            node.concept = self.code(names[0])
+        for tag, attribute in TEXT_ATTRIBUTES:
+            value = get(tag)
+            if value:
+                setattr(node, attribute, self.text(value, tag))
+        codes = get(CONCEPT_CODE)
         if codes:
-            node.code, node.code_meaning = self.code(codes[0]), self.text(codes[0].get(MEANING))
-        for measured in item.get(MEASURED_VALUES, ()):
-            unit_items = measured.get(UNITS)
-            unit = (self.text(unit_items[0].get(CODE_VALUE)), self.text(unit_items[0].get(MEANING))) if unit_items \
-                else (None, None)
-            node.numbers.extend((number, unit) for number in self.numbers(measured))
-        node.sop_classes = [uid for ref in item.get(REFERENCED_SOP, ()) if (uid := self.text(
-            ref.get(REFERENCED_SOP_CLASS)))]
-        node.children = [self.node(child, depth + 1) for child in item.get(CONTENT_SEQUENCE, ())]
+            node.code, node.code_meaning = self.code(codes[0]), self.text(codes[0].get(MEANING), MEANING)
+        measured_values = get(MEASURED_VALUES)
+        if measured_values:
+            node.numbers = numbers = []
+            for measured in measured_values:
+                unit_items = measured.get(UNITS)
+                unit = self.unit(unit_items[0]) if unit_items else (None, None)
+                numbers.extend((number, unit) for number in self.numbers(measured))
+        references = get(REFERENCED_SOP)
+        if references:
+            node.sop_classes = [uid for ref in references
+                                if (uid := self.text(ref.get(REFERENCED_SOP_CLASS), REFERENCED_SOP_CLASS))]
+        children = get(CONTENT_SEQUENCE)
+        if children:
+            node.children = [self.node(child) for child in children]
         return node
 
+    def unit(self, item: dict) -> Unit:
+        key = id(item)
+        if key not in self.units:
+            self.units[key] = (self.text(item.get(CODE_VALUE), CODE_VALUE), self.text(item.get(MEANING), MEANING))
+        return self.units[key]
 
-def children_from_bytes(value: bytes, implicit: bool, encodings: list[str]) -> list[Node]:
-    """The nodes of a Content Sequence value (its items, as bytes, little endian). Raises ValueError/struct.error on
-    bytes that do not parse."""
+
+def children_from_bytes(value: bytes, implicit: bool, charset: object = None) -> list[Node]:
+    """The nodes of a Content Sequence value (its items, as bytes, little endian); `charset` is the report's Specific
+    Character Set. Raises (ValueError, struct.error, ...) on bytes it does not read exactly as pydicom would."""
     reader = _Reader(bytes(value), implicit)
-    items, end = reader.sequence(0, len(value), 0, keep=True)
-    decoder = _Decoder(encodings)
+    items, _end = reader.sequence(0, len(value), 0, keep=True)
+    decoder = _Decoder(charset, implicit)
     return [decoder.node(item) for item in items]
-
-
-def _encodings(ds: Dataset) -> list[str]:
-    charset = getattr(ds, "_character_set", None)
-    return list(charset) if charset else ["iso8859"]
 
 
 def content_root(ds: Dataset) -> Node:
@@ -246,10 +361,11 @@ def content_root(ds: Dataset) -> Node:
             root = Node()
             names = read_items(ds, "ConceptNameCodeSequence")
             root.concept = code_of(names[0]) if names else None
-            root.children = children_from_bytes(element.value, element.is_implicit_VR, _encodings(ds))
+            charset = element_value(ds, "SpecificCharacterSet")
+            root.children = children_from_bytes(element.value, element.is_implicit_VR, charset)
             return root
-        except (ValueError, struct.error, LookupError, RecursionError):
-            pass  # the tolerant reference reader decides what is readable
+        except Exception:  # noqa: BLE001 - bytes the single pass does not read exactly: the tolerant reference decides
+            pass
     return root_from_dataset(ds)
 
 
