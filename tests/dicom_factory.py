@@ -28,6 +28,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from agent.dicom.extract import ExtractContext
 
 TEST_SECRET = b"test-site-secret-0123456789abcdef"
+# Every dose report built during the current test (conftest checks that both readers read each one alike).
+BUILT_REPORTS: list[Dataset] = []
 RECEIVED_AT = datetime(2024, 1, 5, 9, 20, 0, tzinfo=timezone.utc)
 AUTO = "auto"  # sentinel: generate a fresh value (None always means: leave the attribute out)
 Code3 = tuple[str, str, str]  # (code value, coding scheme designator, code meaning)
@@ -610,6 +612,7 @@ def make_rdsr(events: Sequence[DoseEvent] = (), *, totals: DoseTotals | Sequence
         _scramble_meanings(ds)
     if private_tags:
         _add_private_tags(ds)
+    BUILT_REPORTS.append(ds)
     return ds
 
 

@@ -9,6 +9,7 @@ pydicom's own parsing of the same bytes (a defined-length raw sequence is conver
 
 from __future__ import annotations
 
+import struct
 import zlib
 from io import BytesIO
 from pathlib import Path
@@ -20,16 +21,23 @@ from pydicom.tag import BaseTag, Tag
 
 from agent.dicom.srtree import CONTENT_SEQUENCE, UNDEFINED, _Reader
 
-PIXEL_DATA_FIRST_TAG = 0x7FE00008  # (7FE0,0008) Float Pixel Data, (7FE0,0009), (7FE0,0010) Pixel Data and after
+# (7FE0,0008) Float Pixel Data, (7FE0,0009) Double Float Pixel Data, (7FE0,0010) Pixel Data: bulk data extraction
+# never reads (the same tags as pydicom's stop_before_pixels; what follows them, padding or signatures, is not read).
+PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 SEQUENCE_DELIMITER_BYTES = 8  # (FFFE,E0DD) + 32-bit zero length (PS3.5 7.5.2)
 
 
 def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag >= PIXEL_DATA_FIRST_TAG
+    return tag in PIXEL_DATA_TAGS
 
 
 def _at_content_or_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag == CONTENT_SEQUENCE or tag >= PIXEL_DATA_FIRST_TAG
+    return tag == CONTENT_SEQUENCE or tag in PIXEL_DATA_TAGS
+
+
+def _tag_at(data: bytes, pos: int) -> int:
+    group, element = struct.unpack_from("<HH", data, pos)
+    return group << 16 | element
 
 
 def _keep_content_raw(ds: Dataset, data: bytes, pos: int, implicit: bool) -> int | None:
@@ -66,8 +74,8 @@ def read_data_set(data: bytes, implicit: bool, little: bool) -> Dataset:
 def _read_rest(ds: Dataset, stream, data: bytes, implicit: bool, little: bool) -> None:
     """After a stop at the Content Sequence: keep it raw and read what follows it, up to the pixel data."""
     pos = stream.tell()
-    if not little or pos >= len(data) - 8:
-        return
+    if not little or pos > len(data) - 8 or _tag_at(data, pos) != CONTENT_SEQUENCE:
+        return  # stopped at the pixel data or at the end of the data: nothing more to read
     end = _keep_content_raw(ds, data, pos, implicit)
     stream.seek(pos if end is None else end)
     ds.update(read_dataset(stream, implicit, little, stop_when=_at_pixel_data))
@@ -83,12 +91,23 @@ def read_received(stream: BytesIO, implicit: bool, little: bool, deflated: bool)
 
 def read_file(path: Path | str) -> Dataset:
     """A DICOM file (Part 10, or a bare data set with force) up to its pixel data, the Content Sequence kept raw."""
-    data = Path(path).read_bytes()
-    stream = BytesIO(data)
-    ds = read_partial(stream, stop_when=_at_content_or_pixels, force=True)
+    return read_bytes(Path(path).read_bytes())
+
+
+def _deflated(ds: Dataset) -> bool:
     meta = getattr(ds, "file_meta", None)
     syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
-    if syntax is not None and syntax.is_deflated:
+    try:
+        return bool(syntax is not None and syntax.is_deflated)
+    except ValueError:  # not a transfer syntax pydicom knows: it guessed the encoding, as dcmread does
+        return False
+
+
+def read_bytes(data: bytes) -> Dataset:
+    """A DICOM file's bytes (Part 10, or a bare data set) up to the pixel data, the Content Sequence kept raw."""
+    stream = BytesIO(data)
+    ds = read_partial(stream, stop_when=_at_content_or_pixels, force=True)
+    if _deflated(ds):
         return dcmread(BytesIO(data), force=True, stop_before_pixels=True)  # inflated by pydicom, read as usual
     implicit, little = ds.original_encoding
     if implicit is None or little is None:
