@@ -19,7 +19,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.filereader import read_dataset, read_partial
 from pydicom.tag import BaseTag, Tag
 
-from agent.dicom.srtree import CONTENT_SEQUENCE, UNDEFINED, _Reader
+from agent.dicom.srtree import CONTENT_SEQUENCE, PARSED, UNDEFINED, _Reader
 
 # (7FE0,0008) Float Pixel Data, (7FE0,0009) Double Float Pixel Data, (7FE0,0010) Pixel Data: bulk data extraction
 # never reads (the same tags as pydicom's stop_before_pixels; what follows them, padding or signatures, is not read).
@@ -41,24 +41,20 @@ def _tag_at(data: bytes, pos: int) -> int:
 
 
 def _keep_content_raw(ds: Dataset, data: bytes, pos: int, implicit: bool) -> int | None:
-    """Put the Content Sequence that starts at `pos` into ds as raw bytes; the position after it, or None when its
-    bytes do not parse (the caller lets pydicom read them)."""
+    """Put the Content Sequence that starts at `pos` into ds as raw bytes, with the single pass's reading of them
+    (srtree.PARSED: finding the end of an undefined-length sequence is that reading); the position after it, or None
+    when its bytes do not parse (the caller lets pydicom read them)."""
     reader = _Reader(data, implicit)
     try:
-        tag, _vr, length, value = reader.header(pos)
-        if tag != CONTENT_SEQUENCE:
+        tag, vr, length, value = reader.header(pos)
+        if tag != CONTENT_SEQUENCE or vr not in (None, b"SQ"):
             return None
-        if length == UNDEFINED:
-            _items, end = reader.sequence(value, UNDEFINED, 0, keep=False)
-            content = data[value:end - SEQUENCE_DELIMITER_BYTES]
-        else:
-            end = value + length
-            content = data[value:end]
-            if end > len(data):
-                return None
+        items, end = reader.sequence(value, length, 0, keep=True)
+        content = data[value:end - SEQUENCE_DELIMITER_BYTES if length == UNDEFINED else end]
     except Exception:  # noqa: BLE001 - struct.error/ValueError on malformed bytes: pydicom decides
         return None
     ds[Tag(tag)] = RawDataElement(Tag(tag), "SQ", len(content), content, pos, implicit, True)
+    setattr(ds, PARSED, (content, items))
     return end
 
 

@@ -41,6 +41,7 @@ CODE_VALUE, SCHEME, MEANING, LONG_CODE, URN_CODE = 0x00080100, 0x00080102, 0x000
 REFERENCED_SOP_CLASS = 0x00081150
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
+PARSED = "_srtree_parsed"  # data set attribute: (the Content Sequence bytes, the single pass's items of them)
 TEXT_ATTRIBUTES = ((TEXT_VALUE, "text"), (UID, "uid"), (DATETIME, "datetime"))
 MAX_DEPTH = 64  # SR trees are a few levels deep; deeper nesting is malformed (and would exhaust the stack)
 SEQUENCES = frozenset({CONTENT_SEQUENCE, CONCEPT_NAME, CONCEPT_CODE, MEASURED_VALUES, UNITS, REFERENCED_SOP})
@@ -172,7 +173,7 @@ class _Reader:
                 continue
             tag = group << 16 | element
             if group == 0xFFFE:  # item and delimiters carry no VR (PS3.5 7.5)
-                if tag == ITEM_END:
+                if tag == ITEM_END and end is None:
                     return kept, pos + 8
                 raise ValueError("item or sequence delimiter inside a data set")
             if vr not in LONG_VRS:
@@ -185,7 +186,9 @@ class _Reader:
         """Read one element's value at `value` (a sequence is walked); returns the position after it."""
         if vr is not None and tag in KEPT and EXPECTED_VRS[tag] != vr:
             raise ValueError("unexpected VR")
-        if vr == b"SQ" or (vr is None and tag in SEQUENCES) or (length == UNDEFINED and vr in (None, b"UN")):
+        if vr == b"UN" and length == UNDEFINED:
+            raise ValueError("UN of undefined length")  # implicit VR inside (PS3.5 6.2.2): left to pydicom
+        if vr == b"SQ" or (vr is None and tag in SEQUENCES) or (vr is None and length == UNDEFINED):
             keep = tag in SEQUENCES
             start = value - (8 if vr is None else 12)
             if tag in CODE_SEQUENCES:
@@ -214,6 +217,8 @@ class _Reader:
             group, element, length = unpack(raw, pos)
             tag = group << 16 | element
             if tag == ITEM_END:
+                if end is not None:
+                    raise ValueError("item delimiter in an item of defined length")
                 return kept, pos + 8
             pos = self._value(kept, tag, None, length, pos + 8, depth)
         return kept, self._ended(pos, end)
@@ -235,6 +240,8 @@ class _Reader:
             tag = (tag & 0xFFFF) << 16 | tag >> 16  # (group, element) as two little-endian 16-bit words
             item_length = u32(raw, pos + 4)[0]
             if tag == SEQUENCE_END:
+                if end is not None:
+                    raise ValueError("sequence delimiter in a sequence of defined length")
                 return items, pos + 8
             if tag != ITEM:
                 raise ValueError("sequence holds something other than an item")
@@ -345,8 +352,12 @@ class _Decoder:
 def children_from_bytes(value: bytes, implicit: bool, charset: object = None) -> list[Node]:
     """The nodes of a Content Sequence value (its items, as bytes, little endian); `charset` is the report's Specific
     Character Set. Raises (ValueError, struct.error, ...) on bytes it does not read exactly as pydicom would."""
-    reader = _Reader(bytes(value), implicit)
-    items, _end = reader.sequence(0, len(value), 0, keep=True)
+    items, _end = _Reader(bytes(value), implicit).sequence(0, len(value), 0, keep=True)
+    return decode_items(items, implicit, charset)
+
+
+def decode_items(items: list[dict], implicit: bool, charset: object = None) -> list[Node]:
+    """Nodes of the item dicts the single pass kept."""
     decoder = _Decoder(charset, implicit)
     return [decoder.node(item) for item in items]
 
@@ -362,7 +373,11 @@ def content_root(ds: Dataset) -> Node:
             names = read_items(ds, "ConceptNameCodeSequence")
             root.concept = code_of(names[0]) if names else None
             charset = element_value(ds, "SpecificCharacterSet")
-            root.children = children_from_bytes(element.value, element.is_implicit_VR, charset)
+            parsed = ds.__dict__.get(PARSED)
+            if parsed is not None and parsed[0] is element.value:  # read once already, while finding its end
+                root.children = decode_items(parsed[1], element.is_implicit_VR, charset)
+            else:
+                root.children = children_from_bytes(element.value, element.is_implicit_VR, charset)
             return root
         except Exception:  # noqa: BLE001 - bytes the single pass does not read exactly: the tolerant reference decides
             pass
