@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -149,19 +149,20 @@ def report_root(ds: Dataset) -> Node:
     return content_root(ds)
 
 
-def _descendants(item: Node, stop_at: Code | None = None) -> Iterator[Node]:
-    """Content items below `item`, depth first; an item whose concept is `stop_at` is yielded but not entered."""
-    stack = list(reversed(item.children))
-    while stack:
-        child = stack.pop()
-        yield child
-        if stop_at is None or child.concept != stop_at:
-            stack.extend(reversed(child.children))
-
-
 def containers(root: Node, code: Code) -> list[Node]:
-    """All content items of concept `code` (e.g. every irradiation event container), in document order."""
-    return [item for item in _descendants(root, stop_at=code) if item.concept == code]
+    """All content items of concept `code` (e.g. every irradiation event container), in document order; one nested
+    in another of the same concept is part of it, not another one."""
+    found: list[Node] = []
+
+    def visit(node: Node) -> None:  # recursion over children lists: SR trees are a few levels deep (MAX_DEPTH)
+        for child in node.children:
+            if child.concept == code:
+                found.append(child)
+            elif child.children:
+                visit(child)
+
+    visit(root)
+    return found
 
 
 def concept_index(node: Node) -> Index:
@@ -171,9 +172,15 @@ def concept_index(node: Node) -> Index:
 
 def _index(container: Node) -> Index:
     by_concept: Index = defaultdict(list)
-    for item in _descendants(container):
-        if item.concept:
-            by_concept[item.concept].append(item)
+
+    def visit(node: Node) -> None:
+        for child in node.children:
+            if child.concept:
+                by_concept[child.concept].append(child)
+            if child.children:
+                visit(child)
+
+    visit(container)
     return by_concept
 
 

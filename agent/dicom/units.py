@@ -9,6 +9,7 @@ a value is never guessed. Arithmetic is done in Decimal on the value as written,
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from collections.abc import Iterable
 import re
 from datetime import date, datetime, timedelta, timezone, tzinfo
@@ -59,6 +60,7 @@ def to_decimals(value: object) -> list[Decimal]:
     return [number for number in numbers if number is not None]
 
 
+@lru_cache(maxsize=512)
 def unit_key(unit: str | None) -> str:
     """Normalise a unit spelling: "Gy.m2", "Gy·m²", "Gym2", "Gy m^2" -> "gym2"; "µA.s", "uAs" -> "uas"."""
     text = (unit or "").replace("µ", "u").replace("μ", "u").replace("²", "2").lower()
