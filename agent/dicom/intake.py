@@ -83,6 +83,7 @@ class DicomIntake:
         self.counters = IntakeCounters()
         self._refusing = False
         self._sender_modality: dict[str, str] = {}  # sender -> modality of its last image (for its dose reports)
+        self._senders_lock = threading.Lock()
 
     def context(self, sender: str | None = None) -> ExtractContext:
         """The extraction context for an object received now from `sender`."""
@@ -99,10 +100,6 @@ class DicomIntake:
             extraction = extract(ds, self.context(sender))
         except ExtractionError as exc:
             return self._reject(raw, exc.reason, origin)
-        if extraction.not_for_room:
-            self.counters.add(not_for_room=1)
-            log.info("object from %s acknowledged, nothing published: %s", origin, extraction.not_for_room)
-            return SUCCESS
         self._remember_sender(sender, extraction.events)
         payloads = self._mark_qc_session(list(extraction.payloads()))
         if payloads and self.derive is not None:
@@ -116,6 +113,9 @@ class DicomIntake:
             self.counters.add(events_stored=new, events_duplicate=len(inserted) - new)
             log.info("stored %d new event(s) (%d already known) from %s", new, len(inserted) - new, origin)
             self._notify(payloads)
+        elif extraction.not_for_room:
+            self.counters.add(not_for_room=1)
+            log.info("object from %s acknowledged, nothing published: %s", origin, extraction.not_for_room)
         else:
             self.counters.add(no_exposure=1)
             log.debug("object from %s records no projection exposure; acknowledged", origin)
@@ -127,9 +127,10 @@ class DicomIntake:
     def _remember_sender(self, sender: str, events: tuple[ExposureEvent, ...]) -> None:
         modality = next((event.modality for event in events if event.source == "image" and event.modality), None)
         if modality:
-            if sender not in self._sender_modality and len(self._sender_modality) >= MAX_SENDERS:
-                self._sender_modality.pop(next(iter(self._sender_modality)))
-            self._sender_modality[sender] = modality
+            with self._senders_lock:  # several association threads
+                if sender not in self._sender_modality and len(self._sender_modality) >= MAX_SENDERS:
+                    self._sender_modality.pop(next(iter(self._sender_modality)))
+                self._sender_modality[sender] = modality
 
     def _mark_qc_session(self, payloads: list[Envelope]) -> list[Envelope]:
         """Exposures received while a QC session of the room is open are QC exposures."""
