@@ -167,7 +167,8 @@ def local_zone(ds: Dataset, ctx: ExtractContext) -> tzinfo:
 
 
 def _common(ds: Dataset, ctx: ExtractContext) -> dict[str, object]:
-    """Fields shared by every payload of the object: envelope, equipment, study ref, patient age and sex."""
+    """Fields shared by every payload of the object: envelope, equipment, study ref, patient age, sex, weight and
+    size (the last four only with include_age_sex)."""
     study_uid = read_text(ds, "StudyInstanceUID")
     include = ctx.include_age_sex
     return {
@@ -227,7 +228,8 @@ def _summary(ds: Dataset, ctx: ExtractContext, common: dict, events_count: int, 
     """The totals; msg_id hashes study UID + event count + totals, so a grown cumulative report is a new summary
     while the same report received twice repeats its msg_id."""
     anchor = read_text(ds, "StudyInstanceUID") or read_text(ds, "SOPInstanceUID")
-    key = "\x1f".join([anchor or "", str(events_count), json.dumps(totals, sort_keys=True)])
+    summed = {measure.field: totals.get(measure.field) for measure in rdsr.TOTAL_MEASURES}  # the key's fields stay
+    key = "\x1f".join([anchor or "", str(events_count), json.dumps(summed, sort_keys=True)])
     started, ended = rdsr.irradiation_period(ds, root)
     return DoseSummary(**common, **totals, events_count=events_count, msg_id=make_ref(ctx.secret, "dose-summary", key),
                        irradiation_started_at=units.parse_datetime(started, zone),
