@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydicom import Dataset
 
-from agent.dicom import image, purpose, rdsr, report_kind, units
+from agent.dicom import image, purpose, rdsr, report_kind, srtree, units
 from agent.dicom.attributes import read_number, read_text
 from agent.payloads.base import Envelope, utc_now
 from agent.payloads.exposure import DoseSummary, ExposureEvent
@@ -107,7 +107,8 @@ def _extract(ds: Dataset, ctx: ExtractContext) -> Extraction:
     if kind == "image":
         return Extraction(events=(_image_event(ds, ctx),))
     if kind == "rdsr":
-        return _dose_report(ds, ctx)
+        with srtree.paused_collector():  # thousands of events: see srtree.paused_collector
+            return _dose_report(ds, ctx)
     return Extraction()
 
 

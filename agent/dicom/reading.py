@@ -19,7 +19,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.filereader import read_dataset, read_partial
 from pydicom.tag import BaseTag, Tag
 
-from agent.dicom.srtree import CONTENT_SEQUENCE, PARSED, UNDEFINED, _Reader
+from agent.dicom.srtree import CONTENT_SEQUENCE, PARSED, UNDEFINED, _Reader, paused_collector
 
 # (7FE0,0008) Float Pixel Data, (7FE0,0009) Double Float Pixel Data, (7FE0,0010) Pixel Data: bulk data extraction
 # never reads (the same tags as pydicom's stop_before_pixels; what follows them, padding or signatures, is not read).
@@ -49,7 +49,8 @@ def _keep_content_raw(ds: Dataset, data: bytes, pos: int, implicit: bool) -> int
         tag, vr, length, value = reader.header(pos)
         if tag != CONTENT_SEQUENCE or vr not in (None, b"SQ"):
             return None
-        items, end = reader.sequence(value, length, 0, keep=True)
+        with paused_collector():
+            items, end = reader.sequence(value, length, 0, keep=True)
         content = data[value:end - SEQUENCE_DELIMITER_BYTES if length == UNDEFINED else end]
     except Exception:  # noqa: BLE001 - struct.error/ValueError on malformed bytes: pydicom decides
         return None
