@@ -174,6 +174,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     """Run files through the agent's own intake (agent.dicom.dryrun), printing what it would publish as JSON lines."""
     import logging
 
+    from agent.config import DicomConfig
     from agent.dicom.dryrun import DEFAULT_MAX_OBJECT_BYTES, dry_run
     from agent.dose.config import DoseConfig
     from agent.privacy.config import PrivacyConfig
@@ -188,10 +189,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         dose_cfg, privacy, max_object_bytes = cfg.dose, cfg.privacy, cfg.dicom.max_object_bytes
+        not_a_patient = tuple(cfg.dicom.not_a_patient)
     else:
+        patterns = {}
         site, room, zone, age_sex, secret = "local", "local", args.timezone, True, throwaway_secret()
         dose_cfg = DoseConfig()  # the agent's defaults: built-in DI bands and NCRP 168 levels, no DRLs
         privacy, max_object_bytes = PrivacyConfig(), DEFAULT_MAX_OBJECT_BYTES
+        not_a_patient = tuple(DicomConfig().not_a_patient)
         print("no --config: using a throwaway key, so study_ref/event_ref differ from the agent's", file=sys.stderr)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
     printed = []
@@ -202,7 +206,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     outcomes = dry_run(_ingest_files(args.paths), site=site, room=room, secret=secret, timezone=zone,
                        include_age_sex=age_sex, dose_cfg=dose_cfg, published=publish, privacy=privacy,
-                       max_object_bytes=max_object_bytes)
+                       max_object_bytes=max_object_bytes, not_a_patient=not_a_patient)
     for outcome in outcomes:
         if outcome.failed:
             print(f"{outcome.path}: cannot interpret ({outcome.describe()})", file=sys.stderr)

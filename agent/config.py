@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import re
 import stat
 import tomllib
 from pathlib import Path
@@ -18,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.dicom.purpose import DEFAULT_NOT_A_PATIENT
 from agent.dose.config import DoseConfig
 from agent.health.config import MIN_WEB_TOKEN_CHARS, CommandsConfig, HealthConfig, WebConfig
 from agent.instruments.config import InstrumentList, calibration_warnings
@@ -165,7 +167,8 @@ class DicomConfig(Section):
     quarantine_max_files: int = Field(500, ge=0)
     retain_raw_dir: Path | None = Field(None, description="Keep received objects here (off when unset).")
     retain_raw_max_bytes: int = Field(2048 * MIB, ge=0)
-    include_age_sex: bool = Field(True, description="Publish patient age (whole years, capped at 90) and sex.")
+    include_age_sex: bool = Field(True, description="Publish patient age (whole years, capped at 90) and sex, and "
+                                                    "patient weight and size.")
     max_associations: int = Field(16, ge=1, le=256, description="Associations at once (and, apart, connections "
                                   "still to send their association request).")
     max_associations_per_peer: int = Field(4, ge=1, le=256, description="Connections at once from one address.")
@@ -175,7 +178,22 @@ class DicomConfig(Section):
                                  "arrive within this time (idle associations end after it too).")
     max_object_bytes: int = Field(1024 * MIB, ge=MIB, description="Largest data set accepted (inflated size for the "
                                   "deflated transfer syntax); larger ones get Out of Resources (0xA700).")
+    not_a_patient: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NOT_A_PATIENT),
+        description="Regular expressions (case-insensitive, searched) that mark an object as QC, not a patient, when "
+                    "found in its patient name or ID, study or series description or protocol: its exposures are "
+                    "published with purpose \"qc\" and left out of dose monitoring.")
     folder: FolderIntakeConfig | None = None
+
+    @field_validator("not_a_patient")
+    @classmethod
+    def _valid_patterns(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+        return values
 
     @field_validator("allowed_peers")
     @classmethod

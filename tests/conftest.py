@@ -7,9 +7,23 @@ import pytest
 from agent.outbox import Outbox
 from agent.sink import Sink
 from agent.topics import Topics
+from tests import dicom_factory
 from tests.realparts import AgentProcess, Mosquitto, Subscriber, write_agent_config
 
 MIB = 1024 * 1024
+
+
+@pytest.fixture(autouse=True)
+def dose_reports_read_alike():
+    """Every dose report a test builds is read alike by the single-pass reader of raw bytes and by pydicom (the
+    reference): same content tree, same payloads (tests/report_readers.py)."""
+    dicom_factory.BUILT_REPORTS.clear()
+    yield
+    from tests.report_readers import assert_read_alike
+
+    for ds in dicom_factory.BUILT_REPORTS:
+        assert_read_alike(dicom_factory.to_bytes(ds))
+    dicom_factory.BUILT_REPORTS.clear()
 
 
 @pytest.fixture

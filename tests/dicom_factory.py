@@ -28,6 +28,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from agent.dicom.extract import ExtractContext
 
 TEST_SECRET = b"test-site-secret-0123456789abcdef"
+# Every dose report built during the current test (conftest checks that both readers read each one alike).
+BUILT_REPORTS: list[Dataset] = []
 RECEIVED_AT = datetime(2024, 1, 5, 9, 20, 0, tzinfo=timezone.utc)
 AUTO = "auto"  # sentinel: generate a fresh value (None always means: leave the attribute out)
 Code3 = tuple[str, str, str]  # (code value, coding scheme designator, code meaning)
@@ -339,7 +341,33 @@ _CONCEPTS: dict[str, Code3] = {
     "fluoro_time": ("113730", "DCM", "Total Fluoro Time"),
     "acquisition_time": ("113855", "DCM", "Total Acquisition Time"),
     "frames": ("113731", "DCM", "Total Number of Radiographic Frames"),
+    "pulse_width": ("113793", "DCM", "Pulse Width"),
+    "irradiation_duration": ("113742", "DCM", "Irradiation Duration"),
+    "agd": ("111631", "DCM", "Average Glandular Dose"),
+    "compression_thickness": ("111633", "DCM", "Compression Thickness"),
+    "compression_force": ("111647", "DCM", "Compression Force"),
+    "hvl": ("111634", "DCM", "Half Value Layer"),
+    "anode": ("111632", "DCM", "Anode Target Material"),
+    "filters": ("113771", "DCM", "X-Ray Filters"),
+    "filter_type": ("113772", "DCM", "X-Ray Filter Type"),
+    "filter_material": ("113757", "DCM", "X-Ray Filter Material"),
+    "laterality": ("G-C171", "SRT", "Laterality"),
+    "accumulated_agd": ("111637", "DCM", "Accumulated Average Glandular Dose"),
+    "device_serial": ("121016", "DCM", "Device Observer Serial Number"),
+    "device_manufacturer": ("121014", "DCM", "Device Observer Manufacturer"),
+    "device_model": ("121015", "DCM", "Device Observer Model Name"),
+    "device_type": ("122142", "DCM", "Acquisition Device Type"),
+    "acquired_image": ("113795", "DCM", "Acquired Image"),
 }
+MAMMOGRAPHY_PROCEDURE: Code3 = ("71651007", "SCT", "Mammography")
+CT_PROCEDURE: Code3 = ("P5-08000", "SRT", "Computed Tomography X-Ray")
+MATERIALS: dict[str, Code3] = {"MOLYBDENUM": ("C-15000", "SRT", "Molybdenum"), "RHODIUM": ("59801003", "SCT", "Rhodium"),
+                               "TUNGSTEN": ("26194003", "SCT", "Tungsten"), "SILVER": ("41967008", "SCT", "Silver"),
+                               "ALUMINUM": ("C-12000", "SRT", "Aluminum"), "COPPER": ("66925006", "SCT", "Copper")}
+SIDES: dict[str, Code3] = {"L": ("80248007", "SCT", "Left breast"), "R": ("T-04020", "SRT", "Right breast"),
+                           "B": ("63762007", "SCT", "Both breasts")}
+PLANE_A: Code3 = ("113620", "DCM", "Plane A")
+PLANE_B: Code3 = ("113621", "DCM", "Plane B")
 EXPOSURE_TIME_CODES = {"113824": "Exposure Time", "113735": "Exposure Time"}  # 113735: retired, still sent
 EVENT_TYPES: dict[str, Code3] = {"acquisition": ("113611", "DCM", "Stationary Acquisition"),
                                  "rotational": ("113613", "DCM", "Rotational Acquisition")}
@@ -374,6 +402,17 @@ class DoseEvent:
     fluoro_code: Code3 = ("44491008", "SCT", "Fluoroscopy")  # older devices: ("P5-06000", "SRT", "Fluoroscopy")
     per_pulse: str = "items"  # per-pulse lists as "items" (one NUM item per value) or "multivalue" (one NUM, VM n)
     empty: tuple[str, ...] = ()  # concept code values written with an empty Measured Value Sequence
+    pulse_width: Measured | None = None  # one value for all pulses, or a per-pulse list
+    irradiation_duration: Measured | None = None
+    agd: Measured | None = None  # mammography rows of TID 10003
+    compression_thickness: Measured | None = None
+    compression_force: Measured | None = None
+    hvl: Measured | None = None
+    anode: Code3 | None = None
+    filters: tuple[Code3, ...] = ()  # one X-Ray Filters container per material
+    laterality: Code3 | None = None
+    image_sop_class: str | None = None  # an Acquired Image (113795) reference of this SOP class
+    extra_nums: tuple[tuple[Code3, Measured], ...] = ()  # any other NUM rows (geometry: angles, table positions...)
 
 
 def fluoro_event(**kwargs: object) -> DoseEvent:
@@ -404,6 +443,7 @@ class DoseTotals:
     acquisition_time: Measured | None = None
     frames: int | None = 1
     plane: Code3 = SINGLE_PLANE
+    accumulated_agd: tuple[tuple[Code3, Measured], ...] = ()  # (laterality, value) per breast (TID 10005)
 
     @classmethod
     def from_events(cls, events: Sequence[DoseEvent]) -> DoseTotals:
@@ -489,8 +529,22 @@ def _event_container(event: DoseEvent) -> Dataset:
                 (c["pulses"], None if event.pulses is None else (event.pulses, "{pulses}"))]
     measures += [(c[name], (getattr(event, name), "1")) for name in
                  ("exposure_index", "target_exposure_index", "deviation_index") if getattr(event, name) is not None]
+    measures += [(c["pulse_width"], event.pulse_width), (c["irradiation_duration"], event.irradiation_duration),
+                 (c["agd"], event.agd), (c["compression_thickness"], event.compression_thickness),
+                 (c["compression_force"], event.compression_force), (c["hvl"], event.hvl), *event.extra_nums]
     for concept, measured in measures:
         children += _nums(concept, measured, event.per_pulse, concept[0] in event.empty)
+    if event.anode:
+        children.append(_code_item(c["anode"], event.anode))
+    for material in event.filters:
+        children.append(_container(c["filters"], [_code_item(c["filter_type"], ("113650", "DCM", "Strip filter")),
+                                                   _code_item(c["filter_material"], material)]))
+    if event.laterality:
+        children.append(_code_item(c["laterality"], event.laterality))
+    if event.image_sop_class:
+        reference = Dataset()
+        reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID = event.image_sop_class, generate_uid()
+        children.append(_item("IMAGE", c["acquired_image"], ReferencedSOPSequence=[reference]))
     return _container(c["event"], children)
 
 
@@ -502,6 +556,11 @@ def _accumulated_container(totals: DoseTotals) -> Dataset:
         children += _nums(c[name], getattr(totals, name))
     if totals.frames is not None:
         children += _nums(c["frames"], (totals.frames, "{frames}"))
+    for side, measured in totals.accumulated_agd:
+        (item,) = _nums(c["accumulated_agd"], measured)
+        item.ContentSequence = [_code_item(c["laterality"], side)]
+        item.ContentSequence[0].RelationshipType = "HAS CONCEPT MOD"
+        children.append(item)
     return _container(c["accumulated"], children)
 
 
@@ -519,8 +578,14 @@ def make_rdsr(events: Sequence[DoseEvent] = (), *, totals: DoseTotals | Sequence
               irradiation_start: str | None = "20240105101000", irradiation_end: str | None = "20240105103000",
               timezone_offset: str | None = None, scramble_meanings: bool = False, manufacturer: str = "ACME Medical",
               model: str = "AngioMaster 9", station_name: str = "XR-ROOM-3", device_serial: str = "SN-42-0815",
-              transfer_syntax: str = ExplicitVRLittleEndian, private_tags: bool = False) -> Dataset:
+              transfer_syntax: str = ExplicitVRLittleEndian, private_tags: bool = False,
+              procedure: Code3 = ("113704", "DCM", "Projection X-Ray"), observer: Mapping[str, str] | None = None,
+              device_type: Code3 | None = None, header: Mapping[str, object | None] = {}) -> Dataset:
     """A projection X-Ray Radiation Dose SR with the given irradiation events.
+
+    `procedure` is Procedure reported (121058); `observer` adds Device Observer rows (keys device_serial,
+    device_manufacturer, device_model; the Device Observer Name is the station name unless given as device_name);
+    `device_type` adds an Acquisition Device Type (122142); `header` sets (or, with None, deletes) header keywords.
 
     totals: AUTO sums the events (DoseTotals.from_events); a DoseTotals or a list (one per plane, biplane); None
     omits the Accumulated X-Ray Dose Data. `sop_class_uid=sop.EnhancedSRStorage` makes the older generic form."""
@@ -536,24 +601,35 @@ def make_rdsr(events: Sequence[DoseEvent] = (), *, totals: DoseTotals | Sequence
     template.TemplateIdentifier, template.MappingResource = "10001", "DCMR"
     ds.ValueType, ds.ContinuityOfContent, ds.ContentTemplateSequence = "CONTAINER", "SEPARATE", [template]
     ds.ConceptNameCodeSequence = [_code(title)]
-    ds.ContentSequence = _report_content(ds, list(events), totals, patient, irradiation_start, irradiation_end)
+    ds.ContentSequence = _report_content(ds, list(events), totals, patient, irradiation_start, irradiation_end,
+                                         procedure, dict(observer or {}), device_type)
+    for keyword, value in header.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
     if scramble_meanings:
         _scramble_meanings(ds)
     if private_tags:
         _add_private_tags(ds)
+    BUILT_REPORTS.append(ds)
     return ds
 
 
 def _report_content(ds: Dataset, events: list[DoseEvent], totals: object, patient: Patient, start: str | None,
-                    end: str | None) -> list[Dataset]:
+                    end: str | None, procedure: Code3 = ("113704", "DCM", "Projection X-Ray"),
+                    observer: dict[str, str] | None = None, device_type: Code3 | None = None) -> list[Dataset]:
     c = _CONCEPTS
     scope = _code_item(c["scope"], ("113014", "DCM", "Study"))
     scope.ContentSequence = [_item("UIDREF", c["study_uid"], UID=ds.StudyInstanceUID,
                                    RelationshipType="HAS PROPERTIES")]
-    content = [_code_item(c["procedure"], ("113704", "DCM", "Projection X-Ray")),
+    observer = dict(observer or {})
+    content = [_code_item(c["procedure"], procedure),
                _code_item(c["observer_type"], ("121007", "DCM", "Device")),
                _item("UIDREF", c["device_uid"], UID=generate_uid()),
-               _item("TEXT", c["device_name"], TextValue=ds.StationName),
+               _item("TEXT", c["device_name"], TextValue=observer.pop("device_name", ds.StationName)),
+               *[_item("TEXT", c[key], TextValue=value) for key, value in observer.items()],
+               *([_code_item(c["device_type"], device_type)] if device_type else []),
                _item("PNAME", c["person_name"], PersonName=patient.operator), scope]
     content += [_item("DATETIME", c[name], DateTime=value) for name, value in (("start", start), ("end", end)) if value]
     planes = DoseTotals.from_events(events) if totals == AUTO else totals
@@ -583,7 +659,8 @@ def make_ct_dose_report(patient: Patient = Patient()) -> Dataset:
 
 
 __all__ = [
-    "AUTO", "RECEIVED_AT", "TEST_SECRET", "DoseEvent", "DoseTotals", "Patient", "acquisition_event", "fluoro_event",
+    "AUTO", "RECEIVED_AT", "TEST_SECRET", "DoseEvent", "MAMMOGRAPHY_PROCEDURE", "CT_PROCEDURE", "MATERIALS", "SIDES",
+    "PLANE_A", "PLANE_B", "DoseTotals", "Patient", "acquisition_event", "fluoro_event",
     "identifying_values", "make_context", "make_cr", "make_ct_dose_report", "make_cumulative_rdsrs", "make_dx",
     "make_dx_pair", "make_image", "make_mg", "make_non_exposure", "make_rdsr", "make_rf", "make_xa", "roundtrip",
     "to_bytes",

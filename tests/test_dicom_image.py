@@ -244,7 +244,11 @@ def test_event_json_has_exactly_the_canonical_fields():
         "device_serial", "acquired_at", "received_at", "body_part", "view", "protocol", "kvp", "tube_current_ma",
         "exposure_time_ms", "exposure_mas", "dap_gy_m2", "entrance_dose_mgy", "dose_rp_gy", "exposure_index",
         "target_exposure_index", "deviation_index", "sid_mm", "pulses", "irradiation_type", "study_ref", "patient_ref",
-        "event_ref", "patient_age_years", "patient_sex", "repeat_of", "supersedes", "warnings"}
+        "event_ref", "patient_age_years", "patient_sex", "repeat_of", "supersedes", "warnings",
+        # optional additions of xray.exposure/1: mammography, derived technique, purpose, patient size
+        "entrance_dose_quantity", "derived", "average_glandular_dose_mgy", "compression_thickness_mm",
+        "compression_force_n", "anode_target_material", "filter_material", "hvl_mm_al", "laterality", "purpose",
+        "patient_weight_kg", "patient_size_m"}
     assert payload["schema"] == "xray.exposure/1" and ExposureEvent.KIND == "exposure"
 
 

@@ -218,7 +218,8 @@ READING = {"driver": CONFIG, "flags[]": AGENT, "instrument_id": CONFIG, "msg_id"
 STRING_FIELDS = {
     "xray.exposure.v1.json": {**ENVELOPE, **EQUIPMENT_TEXT, **WARNINGS, "protocol": SCREENED, "body_part": SCREENED,
                               "view": SCREENED, "study_ref": REF, "event_ref": REF, "repeat_of": REF,
-                              "supersedes": REF, "patient_ref": REF},
+                              "supersedes": REF, "patient_ref": REF, "anode_target_material": SCREENED,
+                              "filter_material": SCREENED},
     "xray.dose-summary.v1.json": {**ENVELOPE, **EQUIPMENT_TEXT, **WARNINGS, "study_ref": REF, "patient_ref": REF},
     "xray.dose-alert.v1.json": {**ENVELOPE, "protocol": SCREENED, "body_part": SCREENED, "view": SCREENED,
                                 "modality": SCREENED, "event_ref": REF, "study_ref": REF, "rule": CONFIG,

@@ -302,13 +302,10 @@ def test_an_images_dap_is_its_events_not_summed_over_its_images():
 
 
 def test_qc_exposures_are_skipped(make_monitor):
-    class QcEvent(ExposureEvent):
-        purpose: str | None = None
-
     monitor = make_monitor(DoseRules(notification_level=[NotificationLevel(id="c", body_part="CHEST",
                                                                            dap_gy_cm2=0.01)]))
     event = exposures(payloads(factory.make_dx(dap_dgy_cm2="5.0")))[0]
-    qc = QcEvent(**event.model_dump(by_alias=True), purpose="qc")
+    qc = event.model_copy(update={"purpose": "qc"})
     assert alerts(monitor.derive([qc])) == [] and monitor.derive([qc])[0].repeat_of is None
     assert monitor.writer.flush() and monitor.history.count("exposures") == 0
 

@@ -59,8 +59,11 @@ def read_text(ds: Dataset, keyword: str) -> str | None:
 
 def clean_text(text: str | None) -> str | None:
     """Strip padding and control characters, cap the length; None when nothing is left."""
-    kept = "".join(char for char in (text or "") if char.isprintable()).strip()
-    return kept[:TEXT_MAX_CHARS] or None
+    if not text:
+        return None
+    if not text.isprintable():  # the common case (all printable) skips the per-character filter
+        text = "".join(char for char in text if char.isprintable())
+    return text.strip()[:TEXT_MAX_CHARS] or None
 
 
 def read_numbers(ds: Dataset, keyword: str) -> list[Decimal]:

@@ -59,7 +59,8 @@ class FileOutcome:
 
 def dry_run(paths: Iterable[Path], *, site: str, room: str, secret: bytes, timezone: str, include_age_sex: bool,
             dose_cfg, published: Callable[[Envelope], None], privacy=None,
-            max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES) -> list[FileOutcome]:
+            max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES, not_a_patient: tuple[str, ...] | None = None
+            ) -> list[FileOutcome]:
     """Feed the files to a fresh intake in order; `published` gets every payload the agent would publish.
     dose_cfg: agent.dose.config.DoseConfig (its rules; disabled: no dose alerts, as in the agent); privacy:
     agent.privacy.config.PrivacyConfig (free-text screening and time resolution; the agent's defaults when None)."""
@@ -78,7 +79,8 @@ def dry_run(paths: Iterable[Path], *, site: str, room: str, secret: bytes, timez
         privacy = privacy or PrivacyConfig()
         intake = DicomIntake(sink, secret, timezone=timezone, include_age_sex=include_age_sex,
                              derive=monitor.derive if monitor else None, free_text=privacy.text_policy(),
-                             time_resolution=privacy.time_resolution)
+                             time_resolution=privacy.time_resolution,
+                             **({} if not_a_patient is None else {"not_a_patient": not_a_patient}))
         try:
             for path in paths:
                 outcomes.append(_one(intake, Path(path), max_object_bytes))

@@ -4,8 +4,10 @@ Dispatch, on the SOP Class UID (the Modality only when the SOP class is missing)
 - image classes (CR, DX, MG, IO, XA, RF; for processing or presentation; multi-frame) -> one ExposureEvent per image;
 - X-Ray Radiation Dose SR, or an Enhanced/Comprehensive SR titled X-Ray Radiation Dose Report (113701) -> one
   ExposureEvent per irradiation event and a DoseSummary of the accumulated totals;
-- anything else (CT, secondary capture, presentation state, a CT dose report without projection events...) -> an
-  empty Extraction: the object is valid, it just records no projection exposure, so the intake can acknowledge it.
+- a CT or radiopharmaceutical dose report -> an empty Extraction whose `not_for_room` says so (acknowledged, logged
+  and counted as such: an X-ray room may be sent them by mistake);
+- anything else (CT, secondary capture, presentation state...) -> an empty Extraction: the object is valid, it just
+  records no projection exposure, so the intake can acknowledge it.
 ExtractionError is raised only for objects that cannot be interpreted, and is the only exception malformed input
 can cause.
 
@@ -37,9 +39,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydicom import Dataset
 
-from agent.dicom import image, rdsr, units
+from agent.dicom import image, purpose, rdsr, report_kind, srtree, units
+from agent.dicom.attributes import read_number, read_text
 from agent.dicom.identifiers import patient_identifiers
-from agent.dicom.attributes import read_text
 from agent.dicom.patient import PatientFacts, patient_facts, patient_ref
 from agent.payloads.base import Envelope, utc_now
 from agent.payloads.exposure import DoseSummary, ExposureEvent
@@ -70,9 +72,11 @@ class ExtractContext:
     room: str
     secret: bytes
     timezone: str = "UTC"  # zoneinfo name, for objects without Timezone Offset From UTC (0008,0201)
-    include_age_sex: bool = True
+    include_age_sex: bool = True  # also gates patient weight and size
     received_at: datetime = field(default_factory=utc_now)  # aware, UTC
     free_text: TextPolicy = field(default_factory=TextPolicy)  # privacy.free_text
+    sender_modality: str | None = None  # modality of the images the same sender sent (a dose report's last resort)
+    not_a_patient: tuple[str, ...] = purpose.DEFAULT_NOT_A_PATIENT  # regular expressions (purpose.py)
 
     def __post_init__(self) -> None:
         if len(self.secret) < SECRET_MIN_BYTES:
@@ -96,6 +100,7 @@ class Extraction:
     # UID + position). Never published; the intake uses them to tell a correction from a repeated identity.
     identities: tuple[tuple[str, str], ...] = ()
     patient: PatientFacts | None = None  # private: for dose rules only, never serialised (agent.dicom.patient)
+    not_for_room: str | None = None  # why a valid dose report publishes nothing (report_kind.CT_REPORT, NM_REPORT)
 
     def payloads(self) -> tuple[Envelope, ...]:
         """All payloads in publish order: events first, then the summary that totals them."""
@@ -117,13 +122,16 @@ def extract(ds: Dataset, ctx: ExtractContext) -> Extraction:
 def _extract(ds: Dataset, ctx: ExtractContext) -> Extraction:
     if not read_text(ds, "SOPInstanceUID"):
         raise ExtractionError("missing SOP Instance UID")
+    if sop_class_uid(ds) == report_kind.RADIOPHARMACEUTICAL_SR:
+        return Extraction(not_for_room=report_kind.NM_REPORT)
     kind = classify(ds)
     if kind == "image":
         event, identity = _image_event(ds, ctx)
         return Extraction(events=(event,), identities=(_identity(ds, ctx, identity, 0),),
                           patient=patient_facts(ds, ctx.secret))
     if kind == "rdsr":
-        found = _dose_report(ds, ctx)
+        with srtree.paused_collector():  # thousands of events: see srtree.paused_collector
+            found = _dose_report(ds, ctx)
         return replace(found, patient=patient_facts(ds, ctx.secret)) if found.events or found.summary else found
     return Extraction()
 
@@ -165,17 +173,34 @@ def patient_sex(ds: Dataset) -> str | None:
     return sex if sex in SEXES else None
 
 
+def patient_weight_kg(ds: Dataset) -> float | None:
+    """Patient's Weight (0010,1030), kg; 0 (a placeholder) and values above 500 kg are unknown."""
+    weight = units.magnitude(read_number(ds, "PatientWeight"))
+    return weight if weight and weight <= 500 else None
+
+
+def patient_size_m(ds: Dataset) -> float | None:
+    """Patient's Size (0010,1020), m; 0 (a placeholder) and values above 3 m are unknown (a height in cm is not
+    guessed into metres)."""
+    size = units.magnitude(read_number(ds, "PatientSize"))
+    return size if size and size <= 3 else None
+
+
 def local_zone(ds: Dataset, ctx: ExtractContext) -> tzinfo:
     """The object's Timezone Offset From UTC (0008,0201), else the site's configured zone."""
     return units.parse_utc_offset(read_text(ds, "TimezoneOffsetFromUTC")) or ZoneInfo(ctx.timezone)
 
 
-def _common(ds: Dataset, ctx: ExtractContext, modality: str | None, ids: Identifiers) -> dict[str, object]:
-    """Fields shared by every payload of the object: envelope, equipment, study ref, patient age and sex, and the
-    warnings of its screened equipment labels."""
+def _common(ds: Dataset, ctx: ExtractContext, modality: str | None, ids: Identifiers,
+            observer: dict[str, str | None] | None = None) -> dict[str, object]:
+    """Fields shared by every payload of the object: envelope, equipment (the header's, gaps filled from a dose
+    report's Device Observer items), study and patient refs, patient age, sex, weight and size (the last four only
+    with include_age_sex), and the warnings of its screened equipment labels."""
     study_uid = read_text(ds, "StudyInstanceUID")
     include = ctx.include_age_sex
     labels = {"modality": modality, **{name: read_text(ds, keyword) for name, keyword in EQUIPMENT_FIELDS.items()}}
+    for name, text in (observer or {}).items():  # the header wins; the observer fills its gaps
+        labels[name] = labels.get(name) or text
     labels, warnings = ctx.free_text.apply(labels, ids)
     return {
         "site": ctx.site, "room": ctx.room, "ts": ctx.received_at, "received_at": ctx.received_at, **labels,
@@ -184,6 +209,8 @@ def _common(ds: Dataset, ctx: ExtractContext, modality: str | None, ids: Identif
         "patient_age_years": patient_age_years(ds) if include else None,
         "patient_sex": patient_sex(ds) if include else None,
         "warnings": warnings,
+        "patient_weight_kg": patient_weight_kg(ds) if include else None,
+        "patient_size_m": patient_size_m(ds) if include else None,
     }
 
 
@@ -234,11 +261,13 @@ def _event(exposure: dict[str, object], keys: tuple[str, str], source: str, comm
     labels screened (ctx.free_text)."""
     values = dict(exposure)
     acquired_dt, warnings = values.pop("acquired_dt"), list(values.pop("warnings", None) or [])
-    for name in ("identity", "laterality", "view_code"):  # used for the keys only
+    for name in ("identity", "view_code"):  # used for the keys only
         values.pop(name, None)
     acquired_at = units.parse_datetime(acquired_dt, zone)
     if acquired_dt and acquired_at is None:
         warnings.append({"field": "acquired_at", "reason": "unparseable"})  # a date: never quoted
+    values["purpose"] = purpose.event_purpose(common["purpose"], values.get("protocol"), ctx.not_a_patient)
+    common = {key: value for key, value in common.items() if key != "purpose"}
     values, screened = ctx.free_text.apply(values, ids)
     return ExposureEvent(**{**common, "warnings": common["warnings"] + warnings + screened}, **values, source=source,
                          acquired_at=acquired_at,
@@ -257,35 +286,46 @@ def _identity(ds: Dataset, ctx: ExtractContext, identity: object, position: int,
 def _image_event(ds: Dataset, ctx: ExtractContext) -> tuple[ExposureEvent, object]:
     modality = image.IMAGE_SOP_CLASSES.get(sop_class_uid(ds) or "") or read_text(ds, "Modality")
     ids = patient_identifiers(ds)
-    common = _common(ds, ctx, read_text(ds, "Modality") or modality, ids)
+    common = {**_common(ds, ctx, read_text(ds, "Modality") or modality, ids),
+              "purpose": purpose.object_purpose(ds, ctx.not_a_patient)}
     exposure = image.image_exposure(ds, modality)
     return (_event(exposure, event_keys([exposure])[0], "image", common, local_zone(ds, ctx), ctx, ids),
             exposure["identity"])
 
 
 def _dose_report(ds: Dataset, ctx: ExtractContext) -> Extraction:
+    root = rdsr.report_root(ds)  # the content tree, read once for events, totals and the kind of unit
+    tree = rdsr.concept_index(root)
+    reason = report_kind.not_for_room(sop_class_uid(ds), root, tree)
+    if reason:
+        return Extraction(not_for_room=reason)
     ids = patient_identifiers(ds)
-    common = _common(ds, ctx, read_text(ds, "Modality"), ids)
+    common = _common(ds, ctx, report_kind.report_modality(tree, ctx.sender_modality), ids,
+                     observer=report_kind.device_identity(root))
+    common["purpose"] = purpose.object_purpose(ds, ctx.not_a_patient)
     zone = local_zone(ds, ctx)
-    exposures = rdsr.report_events(ds)
+    exposures = rdsr.report_events(ds, root)
     events = tuple(_event(values, keys, "rdsr", common, zone, ctx, ids)
                    for values, keys in zip(exposures, event_keys(exposures)))
     identities = tuple(_identity(ds, ctx, values["identity"], n, "StudyInstanceUID")
                        for n, values in enumerate(exposures))
-    totals = rdsr.accumulated_totals(ds)
+    totals = rdsr.accumulated_totals(ds, root)
     if not events and totals is None:
-        return Extraction()  # e.g. a CT dose report: same title, no projection events
-    return Extraction(events=events, summary=_summary(ds, ctx, common, len(events), totals or {}, zone),
-                      identities=identities)
+        return Extraction()  # a dose report without projection events or totals
+    report_purpose = "qc" if events and all(event.purpose == "qc" for event in events) else common["purpose"]
+    summary_common = {**{k: v for k, v in common.items() if k != "purpose"}, "purpose": report_purpose}
+    return Extraction(events=events, summary=_summary(ds, ctx, summary_common, len(events), totals or {}, zone,
+                                                      root), identities=identities)
 
 
-def _summary(ds: Dataset, ctx: ExtractContext, common: dict, events_count: int, totals: dict, zone: tzinfo
-             ) -> DoseSummary:
+def _summary(ds: Dataset, ctx: ExtractContext, common: dict, events_count: int, totals: dict, zone: tzinfo,
+             root: rdsr.Node) -> DoseSummary:
     """The totals; msg_id hashes study UID + event count + totals, so a grown cumulative report is a new summary
     while the same report received twice repeats its msg_id."""
     anchor = read_text(ds, "StudyInstanceUID") or read_text(ds, "SOPInstanceUID")
-    key = "\x1f".join([anchor or "", str(events_count), json.dumps(totals, sort_keys=True)])
-    started, ended = rdsr.irradiation_period(ds)
+    summed = {measure.field: totals.get(measure.field) for measure in rdsr.TOTAL_MEASURES}  # the key's fields stay
+    key = "\x1f".join([anchor or "", str(events_count), json.dumps(summed, sort_keys=True)])
+    started, ended = rdsr.irradiation_period(ds, root)
     return DoseSummary(**common, **totals, events_count=events_count, msg_id=make_ref(ctx.secret, "dose-summary", key),
                        irradiation_started_at=units.parse_datetime(started, zone),
                        irradiation_ended_at=units.parse_datetime(ended, zone))

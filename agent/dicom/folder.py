@@ -34,6 +34,7 @@ import sqlite_utils
 
 from agent import statedb
 from agent.config import FolderIntakeConfig
+from agent.dicom.reading import read_file
 from agent.dicom.intake import DicomIntake
 from agent.dicom.reading import IncompleteObject, read_file
 from agent.dicom.receive import ObjectTooLarge

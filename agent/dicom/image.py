@@ -15,7 +15,7 @@ from pydicom import Dataset
 from pydicom import uid as sop
 from pydicom.sequence import Sequence
 
-from agent.dicom import units
+from agent.dicom import materials, units
 from agent.dicom.attributes import (
     element_value, first_code_meaning, read_items, read_number, read_text, unreadable_number, value_warning,
 )
@@ -55,7 +55,15 @@ TECHNIQUE_SOURCES: dict[str, tuple[tuple[str, Converter], ...]] = {
     "target_exposure_index": (("TargetExposureIndex", units.magnitude),),
     "deviation_index": (("DeviationIndex", units.signed),),
     "sid_mm": (("DistanceSourceToDetector", units.sid_to_mm),),
+    # Mammography (PS3.3 C.8.11.7 Mammography Image, C.8.7.8 X-Ray Acquisition Dose, C.8.7.10 X-Ray Filtration):
+    "average_glandular_dose_mgy": (("OrganDose", units.dgy_to_mgy),),  # (0040,0316) Organ Dose, dGy
+    "compression_thickness_mm": (("BodyPartThickness", units.magnitude),),  # (0018,11A0), mm
+    "compression_force_n": (("CompressionForce", units.magnitude),),  # (0018,11A2), N
+    "hvl_mm_al": (("HalfValueLayer", units.magnitude),),  # (0040,0314), mm of aluminium
 }
+# (0040,8303) Entrance Dose Derivation: IAK = incident air kerma (the only value mapped; the rest of the term list
+# could not be checked here). Without it, Entrance Dose is "at the surface of the patient" (PS3.3 C.8.7.8).
+ENTRANCE_DOSE_DERIVATIONS = {"IAK": "incident_air_kerma"}
 
 
 def _frame_groups(ds: Dataset) -> list[Dataset]:
@@ -170,16 +178,41 @@ def exposure_identity(ds: Dataset) -> str | None:
     return f"sop\x1f{sop_uid}" if sop_uid else None
 
 
+def entrance_dose_quantity(ds: Dataset, entrance_dose_mgy: float | None) -> str | None:
+    """Which quantity Entrance Dose is: by Entrance Dose Derivation when sent, else entrance surface dose."""
+    if entrance_dose_mgy is None:
+        return None
+    return ENTRANCE_DOSE_DERIVATIONS.get(read_text(ds, "EntranceDoseDerivation") or "", "entrance_surface_dose")
+
+
+def mammography_labels(ds: Dataset) -> dict[str, str | None]:
+    """Anode target and filter materials (defined terms, upper case) and laterality (L/R/B) of an image."""
+    return {
+        "anode_target_material": materials.material_term(read_text(ds, "AnodeTargetMaterial")),
+        "filter_material": materials.material_term(read_text(ds, "FilterMaterial")),
+        "laterality": (materials.header_laterality(read_text(ds, "ImageLaterality"))
+                       or materials.header_laterality(read_text(ds, "Laterality"))),
+    }
+
+
+MAMMOGRAPHY_ONLY = frozenset({"average_glandular_dose_mgy", "compression_thickness_mm", "compression_force_n"})
+
+
 def image_exposure(ds: Dataset, modality: str | None) -> dict[str, object]:
-    """The exposure one image records: technique, labels, irradiation type, acquisition DT string, identity key, and
-    the `warnings` of values present but unusable."""
+    """The exposure one image records: technique, mammography labels, labels, irradiation type, acquisition DT string,
+    identity key, and the `warnings` of values present but unusable."""
     warnings: list[dict] = []
+    values = technique(ds, warnings)
+    if modality != "MG":  # Organ Dose of a radiograph is not a glandular dose; Body Part Thickness is not compression
+        values.update(average_glandular_dose_mgy=None, compression_thickness_mm=None, compression_force_n=None)
+        warnings[:] = [w for w in warnings if w["field"] not in MAMMOGRAPHY_ONLY]
     acquired_dt = acquisition_datetime(ds)
     return {
-        **technique(ds, warnings),
+        **values,
+        **mammography_labels(ds),
+        "entrance_dose_quantity": entrance_dose_quantity(ds, values["entrance_dose_mgy"]),
         "body_part": read_text(ds, "BodyPartExamined") or first_code_meaning(ds, "AnatomicRegionSequence"),
         "view": read_text(ds, "ViewPosition") or first_code_meaning(ds, "ViewCodeSequence"),
-        "laterality": read_text(ds, "ImageLaterality") or read_text(ds, "Laterality"),
         "protocol": (read_text(ds, "ProtocolName") or read_text(ds, "SeriesDescription")
                      or first_code_meaning(ds, "PerformedProtocolCodeSequence")),
         "irradiation_type": irradiation_type(ds, modality),

@@ -22,13 +22,14 @@ from pydicom import Dataset
 
 from agent.dicom.extract import ExtractContext, ExtractionError, extract
 from agent.dicom.identities import IdentityLedger
+from agent.dicom.purpose import DEFAULT_NOT_A_PATIENT
 from agent.dicom.quarantine import BoundedFolder
 from agent.dicom.statuses import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS
 from agent.logs import log_repeated
 from agent.outbox import OutboxError, OutboxFull
 from agent.payloads.base import Envelope, utc_now
+from agent.payloads.exposure import DoseSummary, ExposureEvent
 from agent.privacy.policy import NOT_IN_CATALOG, SCREENED, TextPolicy, TimeResolution, coarsen_times
-from agent.payloads.exposure import ExposureEvent
 from agent.sink import Sink
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class IntakeCounters:
     events_stored: int = 0
     events_duplicate: int = 0
     no_exposure: int = 0  # valid objects that record no projection exposure (CT, presentation states...)
+    not_for_room: int = 0  # dose reports of another kind of unit (CT, radiopharmaceutical): acknowledged, not published
     quarantined: int = 0
     incomplete: int = 0  # objects cut part-way (also counted in quarantined): answered Cannot Understand
     value_warnings: int = 0  # values present but unusable (one per field per event), published in `warnings`
@@ -64,13 +66,22 @@ class IntakeCounters:
             self.last_seen[calling_aet] = time.time()
 
 
+MAX_SENDERS = 256  # remembered senders (AE titles); the oldest is forgotten first
+
+
+def sender_of(origin: str) -> str:
+    """The sender part of an origin: the calling AE title of "AE@address", else "folder"."""
+    return origin.split("@", 1)[0] if "@" in origin else origin.split(" ", 1)[0]
+
+
 class DicomIntake:
     """Turns objects into stored events and answers with a status; never raises for bad input."""
 
     def __init__(self, sink: Sink, secret: bytes, *, timezone: str = "UTC", include_age_sex: bool = True,
                  quarantine: BoundedFolder | None = None, retain_raw: BoundedFolder | None = None,
                  derive: Callable[..., list[Envelope]] | None = None,
-                 free_text: TextPolicy = TextPolicy(), time_resolution: TimeResolution = "exact"):
+                 free_text: TextPolicy = TextPolicy(), time_resolution: TimeResolution = "exact",
+                 not_a_patient: tuple[str, ...] = DEFAULT_NOT_A_PATIENT):
         self.sink = sink
         self.secret = secret
         self.timezone = timezone
@@ -83,24 +94,33 @@ class DicomIntake:
         # Called with the stored payloads after each successful store (QC sessions take the set technique from them);
         # an observer's failure is logged and never changes the answer to the sender.
         self.observers: list[Callable[[list[Envelope]], None]] = []
+        # True while a QC session of this room is open (agent/qc): exposures received then are marked purpose "qc".
+        self.qc_session_open: Callable[[], bool] | None = None
+        self.not_a_patient = tuple(not_a_patient)
         self.counters = IntakeCounters()
         self.identities = IdentityLedger()
         self._refusing = False
+        self._sender_modality: dict[str, str] = {}  # sender -> modality of its last image (for its dose reports)
+        self._senders_lock = threading.Lock()
 
-    def context(self) -> ExtractContext:
-        """The extraction context for an object received now."""
+    def context(self, sender: str | None = None) -> ExtractContext:
+        """The extraction context for an object received now from `sender`."""
         return ExtractContext(site=self.sink.site, room=self.sink.room, secret=self.secret, timezone=self.timezone,
                               include_age_sex=self.include_age_sex, received_at=utc_now(),
-                              free_text=self.free_text)
+                              free_text=self.free_text, sender_modality=self._sender_modality.get(sender or ""),
+                              not_a_patient=self.not_a_patient)
 
     def handle(self, ds: Dataset, raw: Callable[[], bytes], origin: str) -> int:
         """Extract, store durably, answer. `raw` gives the object's bytes (for quarantine); `origin` names the sender."""
         self.counters.add(received=1)
+        sender = sender_of(origin)
         try:
-            extraction = extract(ds, self.context())
+            extraction = extract(ds, self.context(sender))
         except ExtractionError as exc:
             return self._reject(raw, exc.reason, origin)
-        payloads, corrections, conflicts = self.identities.review(list(extraction.payloads()), extraction.identities)
+        self._remember_sender(sender, extraction.events)
+        payloads = self._mark_qc_session(list(extraction.payloads()))
+        payloads, corrections, conflicts = self.identities.review(payloads, extraction.identities)
         self._count_screened(payloads, origin)
         if payloads and self.derive is not None:
             # After the identity review, so the dose monitor sees `supersedes`; every alert it adds names an event
@@ -119,6 +139,9 @@ class DicomIntake:
             log.info("stored %d new event(s) (%d already known) from %s", new, len(inserted) - new, origin)
             self._log_warnings(payloads, origin)
             self._notify(payloads)  # exact times: QC matches meter readings to exposures by time
+        elif extraction.not_for_room:
+            self.counters.add(not_for_room=1)
+            log.info("object from %s acknowledged, nothing published: %s", origin, extraction.not_for_room)
         else:
             self.counters.add(no_exposure=1)
             log.debug("object from %s records no projection exposure; acknowledged", origin)
@@ -135,6 +158,28 @@ class DicomIntake:
             self.counters.add(values_screened=changed)
             log.info("free text screened in %d value(s) of %s from %s (privacy.free_text)", changed,
                      ", ".join(fields), origin)
+
+    def _remember_sender(self, sender: str, events: tuple[ExposureEvent, ...]) -> None:
+        modality = next((event.modality for event in events if event.source == "image" and event.modality), None)
+        if modality:
+            with self._senders_lock:  # several association threads
+                if sender not in self._sender_modality and len(self._sender_modality) >= MAX_SENDERS:
+                    self._sender_modality.pop(next(iter(self._sender_modality)))
+                self._sender_modality[sender] = modality
+
+    def _mark_qc_session(self, payloads: list[Envelope]) -> list[Envelope]:
+        """Exposures received while a QC session of the room is open are QC exposures."""
+        if not payloads or self.qc_session_open is None:
+            return payloads
+        try:
+            session_open = self.qc_session_open()
+        except Exception:  # noqa: BLE001 - the purpose flag must not fail the store
+            log.exception("could not tell whether a QC session is open; exposures keep their own purpose")
+            return payloads
+        if not session_open:
+            return payloads
+        return [p.model_copy(update={"purpose": "qc"}) if isinstance(p, (ExposureEvent, DoseSummary)) else p
+                for p in payloads]
 
     def _notify(self, payloads: list[Envelope]) -> None:
         for observer in self.observers:

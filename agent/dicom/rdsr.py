@@ -1,6 +1,7 @@
 """Irradiation events and accumulated totals of a projection X-Ray Radiation Dose SR (TID 10001, events TID 10003).
 
-Pure functions of a pydicom Dataset. Concepts are matched by (code value, coding scheme designator), never by code
+Pure functions of the report's content tree (srtree.Node: built once per report, from the raw bytes or from pydicom's
+data set) and of the data set's header. Concepts are matched by (code value, coding scheme designator), never by code
 meaning: vendors vary the meaning text ("Total Number Of Radiographic Frames"). Units are read from each measured
 value and converted explicitly (units.py); a measurement in an unknown unit gives null, not a guess.
 """
@@ -10,15 +11,16 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
 from pydicom import Dataset
 from pydicom import uid as sop
 
-from agent.dicom import units
-from agent.dicom.attributes import code_of, read_items, read_numbers, read_text, value_warning
+from agent.dicom import materials, units
+from agent.dicom.attributes import read_text, value_warning
+from agent.dicom.srtree import Node, content_root
 
 Code = tuple[str, str]
 
@@ -44,6 +46,13 @@ IMAGE_VIEW = dcm("111031")
 ACQUISITION_PLANE = dcm("113764")
 START_OF_IRRADIATION = dcm("113809")
 END_OF_IRRADIATION = dcm("113810")
+ANODE_TARGET_MATERIAL = dcm("111632")  # CID 10016 value
+FILTER_MATERIAL = dcm("113757")  # inside X-Ray Filters (113771), CID 10006 value
+PULSE_WIDTH = dcm("113793")  # per pulse, or one value for all pulses
+NUMBER_OF_PULSES = dcm("113768")
+IRRADIATION_DURATION = dcm("113742")
+ACCUMULATED_AGD = dcm("111637")  # Accumulated Average Glandular Dose, per breast (TID 10005), Laterality child
+PLANES = {dcm("113620"): "A", dcm("113621"): "B", dcm("113622"): "single"}  # CID 10003
 
 IRRADIATION_TYPES = {  # CID 10002
     dcm("113611"): "acquisition",  # stationary
@@ -95,6 +104,15 @@ EVENT_MEASURES = (
     Measure("deviation_index", (dcm("113847"),), _unitless_signed, _first),
     Measure("pulses", (dcm("113768"),), _count, _first),
     Measure("sid_mm", (dcm("113750"),), units.distance_to_mm, _first),
+    # Mammography (TID 10003 with the mammography rows; PS3.16 DCM codes as in pydicom's PS3.16 concept tables):
+    Measure("average_glandular_dose_mgy", (dcm("111631"),), units.dose_to_mgy, _first),
+    Measure("compression_thickness_mm", (dcm("111633"),), units.distance_to_mm, _first),
+    Measure("compression_force_n", (dcm("111647"),), units.force_to_n, _first),
+    Measure("hvl_mm_al", (dcm("111634"),), units.distance_to_mm, _first),
+)
+PULSE_MEASURES = (  # read to derive an exposure time the report does not state
+    Measure("pulse_widths_ms", (PULSE_WIDTH,), units.time_to_ms, list),
+    Measure("irradiation_duration_ms", (IRRADIATION_DURATION,), units.time_to_ms, _first),
 )
 TOTAL_MEASURES = (
     Measure("dap_total_gy_m2", (dcm("113722"),), units.dap_to_gy_m2, _first),
@@ -109,38 +127,60 @@ TOTAL_MEASURES = (
 )
 
 
-def concept(item: Dataset) -> Code | None:
+
+Index = dict[Code, list[Node]]
+
+
+def concept(item: Node) -> Code | None:
     """The concept name code of a content item."""
-    names = read_items(item, "ConceptNameCodeSequence")
-    return code_of(names[0]) if names else None
+    return item.concept
 
 
 def is_dose_report(ds: Dataset) -> bool:
     """True when the document title is X-Ray Radiation Dose Report (113701, DCM)."""
-    return concept(ds) == DOSE_REPORT_TITLE
+    from agent.dicom.attributes import code_of, read_items  # the title is a header attribute, read by pydicom
+
+    names = read_items(ds, "ConceptNameCodeSequence")
+    return bool(names) and code_of(names[0]) == DOSE_REPORT_TITLE
 
 
-def _descendants(item: Dataset, stop_at: Code | None = None) -> Iterator[Dataset]:
-    """Content items below `item`, depth first; an item whose concept is `stop_at` is yielded but not entered."""
-    stack = list(reversed(read_items(item, "ContentSequence")))
-    while stack:
-        child = stack.pop()
-        yield child
-        if stop_at is None or concept(child) != stop_at:
-            stack.extend(reversed(read_items(child, "ContentSequence")))
+def report_root(ds: Dataset) -> Node:
+    """The report's content tree, built once (srtree.content_root: raw bytes when kept, else pydicom's reading)."""
+    return content_root(ds)
 
 
-def containers(ds: Dataset, code: Code) -> list[Dataset]:
-    """All content items of concept `code` (e.g. every irradiation event container), in document order."""
-    return [item for item in _descendants(ds, stop_at=code) if concept(item) == code]
+def containers(root: Node, code: Code) -> list[Node]:
+    """All content items of concept `code` (e.g. every irradiation event container), in document order; one nested
+    in another of the same concept is part of it, not another one."""
+    found: list[Node] = []
+
+    def visit(node: Node) -> None:  # recursion over children lists: SR trees are a few levels deep (MAX_DEPTH)
+        for child in node.children:
+            if child.concept == code:
+                found.append(child)
+            elif child.children:
+                visit(child)
+
+    visit(root)
+    return found
 
 
-def _index(container: Dataset) -> dict[Code, list[Dataset]]:
-    by_concept: dict[Code, list[Dataset]] = defaultdict(list)
-    for item in _descendants(container):
-        code = concept(item)
-        if code:
-            by_concept[code].append(item)
+def concept_index(node: Node) -> Index:
+    """Every content item below `node`, by concept, in document order."""
+    return _index(node)
+
+
+def _index(container: Node) -> Index:
+    by_concept: Index = defaultdict(list)
+
+    def visit(node: Node) -> None:
+        for child in node.children:
+            if child.concept:
+                by_concept[child.concept].append(child)
+            if child.children:
+                visit(child)
+
+    visit(container)
     return by_concept
 
 
@@ -150,20 +190,9 @@ PLACEHOLDER_ZERO_FIELDS = frozenset({"kvp", "tube_current_ma", "exposure_time_ms
                                      "exposure_index", "target_exposure_index"})
 
 
-def measured_values(item: Dataset, unreadable: list[str] | None = None
-                    ) -> list[tuple[Decimal, tuple[str | None, str | None]]]:
-    """(number, (unit code value, unit meaning)) of a NUM item; an empty Measured Value Sequence gives []. The text of
-    a Numeric Value that holds no number is appended to `unreadable`."""
-    values = []
-    for measured in read_items(item, "MeasuredValueSequence"):
-        unit_items = read_items(measured, "MeasurementUnitsCodeSequence")
-        unit = (read_text(unit_items[0], "CodeValue"), read_text(unit_items[0], "CodeMeaning")) if unit_items else (
-            None, None)
-        numbers = read_numbers(measured, "FloatingPointValue") or read_numbers(measured, "NumericValue")
-        if not numbers and unreadable is not None and (text := read_text(measured, "NumericValue")):
-            unreadable.append(text)
-        values.extend((number, unit) for number in numbers)
-    return values
+def measured_values(item: Node) -> list[tuple[Decimal, tuple[str | None, str | None]]]:
+    """(number, (unit code value, unit meaning)) of a NUM item; an empty Measured Value Sequence gives []."""
+    return item.numbers
 
 
 def _converted(measure: Measure, value: Decimal, unit: tuple[str | None, str | None]) -> float | int | None:
@@ -172,17 +201,16 @@ def _converted(measure: Measure, value: Decimal, unit: tuple[str | None, str | N
     return converted if converted is not None or unit[1] is None else measure.convert(value, unit[1])
 
 
-def measure_value(by_concept: dict[Code, list[Dataset]], measure: Measure, warnings: list[dict] | None = None
-                  ) -> float | int | None:
+def measure_value(by_concept: Index, measure: Measure, warnings: list[dict] | None = None) -> object:
     """The value of one measure: the first preferred code that yields values, per-pulse values combined.
 
-    A value present but unusable gives null and, with `warnings`, an entry: "unparseable", "unknown unit" (or a
-    negative value), "placeholder zero" (PLACEHOLDER_ZERO_FIELDS)."""
+    A value present but unusable gives null and, with `warnings`, an entry: "unparseable" (a Numeric Value holding
+    no number: Node.unreadable), "unknown unit" (or a negative value), "placeholder zero" (PLACEHOLDER_ZERO_FIELDS)."""
     problem = None
     for code in measure.codes:
-        unreadable: list[str] = []
-        measured = [(number, unit) for item in by_concept.get(code, [])
-                    for number, unit in measured_values(item, unreadable)]
+        items = by_concept.get(code, [])
+        unreadable = [text for item in items for text in item.unreadable]
+        measured = [(number, unit) for item in items for number, unit in measured_values(item)]
         if unreadable:
             problem = problem or ("unparseable", unreadable[0])
         values = [_converted(measure, number, unit) for number, unit in measured]
@@ -199,24 +227,27 @@ def measure_value(by_concept: dict[Code, list[Dataset]], measure: Measure, warni
     return None
 
 
-def _first_text(by_concept: dict[Code, list[Dataset]], code: Code, keyword: str) -> str | None:
-    return next((text for item in by_concept.get(code, []) if (text := read_text(item, keyword))), None)
+_NODE_FIELDS = {"UID": "uid", "DateTime": "datetime", "TextValue": "text"}
 
 
-def _first_code(by_concept: dict[Code, list[Dataset]], code: Code) -> tuple[Code | None, str | None]:
+def _first_text(by_concept: Index, code: Code, keyword: str) -> str | None:
+    attribute = _NODE_FIELDS[keyword]
+    return next((text for item in by_concept.get(code, []) if (text := getattr(item, attribute))), None)
+
+
+def _first_code(by_concept: Index, code: Code) -> tuple[Code | None, str | None]:
     for item in by_concept.get(code, []):
-        values = read_items(item, "ConceptCodeSequence")
-        if values:
-            return code_of(values[0]), read_text(values[0], "CodeMeaning")
+        if item.code is not None or item.code_meaning is not None:
+            return item.code, item.code_meaning
     return None, None
 
 
-def _label(by_concept: dict[Code, list[Dataset]], code: Code) -> str | None:
+def _label(by_concept: Index, code: Code) -> str | None:
     """A CODE item's meaning or a TEXT item's value (for labels such as protocol, region, view)."""
     return _first_code(by_concept, code)[1] or _first_text(by_concept, code, "TextValue")
 
 
-def event_identity(ds: Dataset, by_concept: dict[Code, list[Dataset]], ordinal: int) -> str:
+def event_identity(ds: Dataset, by_concept: Index, ordinal: int) -> str:
     """The identity key of an irradiation event (hashed by the caller; extract.py adds the fingerprint of the
     recorded content, so events sharing a key but recording different exposures stay apart): the Irradiation Event
     UID; if a device omits it (it is mandatory): study UID + start time + plane, else the report's SOP Instance UID +
@@ -232,7 +263,49 @@ def event_identity(ds: Dataset, by_concept: dict[Code, list[Dataset]], ordinal: 
     return f"sop\x1f{read_text(ds, 'SOPInstanceUID')}\x1f{ordinal}"
 
 
-def event_exposure(ds: Dataset, container: Dataset, ordinal: int) -> dict[str, object]:
+def _laterality(by_concept: Index) -> str | None:
+    for code in materials.LATERALITY_CONCEPTS:
+        side = materials.laterality_of_code(_first_code(by_concept, code)[0])
+        if side:
+            return side
+    return None
+
+
+def _filter_materials(by_concept: Index) -> str | None:
+    terms = [materials.material_of_code(item.code) for item in by_concept.get(FILTER_MATERIAL, [])]
+    return "\\".join(dict.fromkeys(term for term in terms if term)) or None
+
+
+def _times(count: int | None, value: float) -> float:
+    return float(Decimal(str(count)) * Decimal(str(value)))
+
+
+def derived_technique(by_concept: Index, values: dict[str, object]) -> list[str]:
+    """Fill exposure time (and then mAs) the report does not state, from its pulses; returns the fields derived.
+
+    time = sum of per-pulse widths (113793), or number of pulses (113768) x the one pulse width; without pulse
+    widths, the Irradiation Duration (113742). mAs = that time x the (mean) tube current."""
+    if values["exposure_time_ms"] is not None:
+        return []
+    widths = measure_value(by_concept, PULSE_MEASURES[0]) or []
+    pulses = values.get("pulses")
+    if len(widths) > 1:
+        time_ms = math.fsum(widths)
+    elif len(widths) == 1 and pulses:
+        time_ms = _times(pulses, widths[0])
+    else:
+        time_ms = measure_value(by_concept, PULSE_MEASURES[1])
+    if time_ms is None:
+        return []
+    values["exposure_time_ms"] = time_ms
+    derived = ["exposure_time_ms"]
+    if values["exposure_mas"] is None and values["tube_current_ma"] is not None:
+        values["exposure_mas"] = float(Decimal(str(time_ms)) * Decimal(str(values["tube_current_ma"])) / 1000)
+        derived.append("exposure_mas")
+    return derived
+
+
+def event_exposure(ds: Dataset, container: Node, ordinal: int) -> dict[str, object]:
     """The canonical exposure values of one irradiation event container, its DT string and identity (in clear)."""
     by_concept = _index(container)
     warnings: list[dict] = []
@@ -240,6 +313,7 @@ def event_exposure(ds: Dataset, container: Dataset, ordinal: int) -> dict[str, o
                                  for measure in EVENT_MEASURES}
     if values["deviation_index"] is None:  # IEC 62494-1
         values["deviation_index"] = units.deviation_index(values["exposure_index"], values["target_exposure_index"])
+    derived = derived_technique(by_concept, values)
     event_type = _first_code(by_concept, IRRADIATION_EVENT_TYPE)[0]
     return {
         **values,
@@ -247,41 +321,78 @@ def event_exposure(ds: Dataset, container: Dataset, ordinal: int) -> dict[str, o
         "body_part": _label(by_concept, TARGET_REGION),
         "view": _label(by_concept, IMAGE_VIEW),
         "irradiation_type": IRRADIATION_TYPES.get(event_type) if event_type else None,
+        "anode_target_material": materials.material_of_code(_first_code(by_concept, ANODE_TARGET_MATERIAL)[0]),
+        "filter_material": _filter_materials(by_concept),
+        "laterality": _laterality(by_concept),
+        # 111636 Entrance Exposure at RP: air kerma at the reference point, without backscatter (PS3.16 DCM)
+        "entrance_dose_quantity": "incident_air_kerma_rp" if values["entrance_dose_mgy"] is not None else None,
+        "derived": derived or None,
         "acquired_dt": _first_text(by_concept, DATETIME_STARTED, "DateTime"),
         "identity": event_identity(ds, by_concept, ordinal),
-        "laterality": None,
         "view_code": "/".join(_first_code(by_concept, IMAGE_VIEW)[0] or ()) or None,  # meanings vary by vendor
         "warnings": warnings,
     }
 
 
-def report_events(ds: Dataset) -> list[dict[str, object]]:
+def event_containers(root: Node) -> list[Node]:
+    """The irradiation event containers (113706) of the report, in document order."""
+    return containers(root, EVENT_CONTAINER)
+
+
+def report_events(ds: Dataset, root: Node | None = None) -> list[dict[str, object]]:
     """One exposure dict per irradiation event (113706) of the report, in document order."""
-    return [event_exposure(ds, container, ordinal) for ordinal, container in enumerate(containers(ds, EVENT_CONTAINER))]
+    root = report_root(ds) if root is None else root
+    return [event_exposure(ds, container, ordinal) for ordinal, container in enumerate(event_containers(root))]
 
 
 def _add(values: list[float | int]) -> float | int:
     return sum(values) if all(isinstance(value, int) for value in values) else math.fsum(values)
 
 
-def accumulated_totals(ds: Dataset) -> dict[str, float | int | None] | None:
-    """The accumulated totals, summed over planes (one 113702 container each); None if the report has none."""
-    planes = [_index(container) for container in containers(ds, ACCUMULATED_CONTAINER)]
+def _plane_totals(plane: Index) -> dict[str, float | int | None]:
+    return {measure.field: measure_value(plane, measure) for measure in TOTAL_MEASURES}
+
+
+def accumulated_totals(ds: Dataset, root: Node | None = None) -> dict[str, object] | None:
+    """The accumulated totals, summed over planes (one 113702 container each); None if the report has none.
+
+    With more than one plane, `by_plane` keeps each plane's own totals ({"A": {...}, "B": {...}}; CID 10003)."""
+    root = report_root(ds) if root is None else root
+    planes = [_index(container) for container in containers(root, ACCUMULATED_CONTAINER)]
     if not planes:
         return None
-    totals: dict[str, float | int | None] = {}
+    per_plane = [_plane_totals(plane) for plane in planes]
+    totals: dict[str, object] = {}
     for measure in TOTAL_MEASURES:
-        per_plane = [value for plane in planes if (value := measure_value(plane, measure)) is not None]
-        totals[measure.field] = _add(per_plane) if per_plane else None
+        present = [values[measure.field] for values in per_plane if values[measure.field] is not None]
+        totals[measure.field] = _add(present) if present else None
+    if len(planes) > 1:
+        names = [PLANES.get(_first_code(plane, ACQUISITION_PLANE)[0], f"plane {n + 1}") for n, plane in
+                 enumerate(planes)]
+        if len(set(names)) == len(names):  # two containers naming one plane cannot be told apart: sum only
+            totals["by_plane"] = dict(zip(names, per_plane))
+    totals["average_glandular_dose_mgy_by_laterality"] = accumulated_agd(root)
     return totals
 
 
-def irradiation_period(ds: Dataset) -> tuple[str | None, str | None]:
+def accumulated_agd(root: Node) -> dict[str, float] | None:
+    """Accumulated Average Glandular Dose per breast (111637 with its Laterality, TID 10005), mGy; None if absent."""
+    by_side: dict[str, float] = {}
+    for item in containers(root, ACCUMULATED_AGD):
+        side = _laterality(_index(item))
+        value = measure_value({ACCUMULATED_AGD: [item]}, Measure("agd", (ACCUMULATED_AGD,), units.dose_to_mgy,
+                                                                  _first))
+        if side and value is not None and side not in by_side:
+            by_side[side] = value
+    return by_side or None
+
+
+def irradiation_period(ds: Dataset, root: Node | None = None) -> tuple[str | None, str | None]:
     """DT strings of Start and End of X-Ray Irradiation (113809, 113810), direct children of the report."""
-    by_concept: dict[Code, list[Dataset]] = defaultdict(list)
-    for item in read_items(ds, "ContentSequence"):
-        code = concept(item)
-        if code in (START_OF_IRRADIATION, END_OF_IRRADIATION):
-            by_concept[code].append(item)
+    root = report_root(ds) if root is None else root
+    by_concept: Index = defaultdict(list)
+    for item in root.children:
+        if item.concept in (START_OF_IRRADIATION, END_OF_IRRADIATION):
+            by_concept[item.concept].append(item)
     return _first_text(by_concept, START_OF_IRRADIATION, "DateTime"), _first_text(by_concept, END_OF_IRRADIATION,
                                                                                     "DateTime")

@@ -25,7 +25,8 @@ def make_intake(cfg: Config, sink: Sink, secret: bytes, derive: Derive | None = 
     retain = BoundedFolder(d.retain_raw_dir, d.retain_raw_max_bytes, 10**9) if d.retain_raw_dir else None
     return DicomIntake(sink, secret, timezone=cfg.site.timezone, include_age_sex=d.include_age_sex,
                        quarantine=quarantine, retain_raw=retain, derive=derive,
-                       free_text=cfg.privacy.text_policy(), time_resolution=cfg.privacy.time_resolution)
+                       free_text=cfg.privacy.text_policy(), time_resolution=cfg.privacy.time_resolution,
+                       not_a_patient=tuple(d.not_a_patient))
 
 
 def dicom_services(cfg: Config, sink: Sink, secret: bytes, derive: Derive | None = None

@@ -9,6 +9,7 @@ a value is never guessed. Arithmetic is done in Decimal on the value as written,
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from collections.abc import Iterable
 import re
 from datetime import date, datetime, timedelta, timezone, tzinfo
@@ -36,6 +37,7 @@ _TIME_S = {"min": "60", "s": "1", "ms": "1e-3", "us": "1e-6"}
 _CHARGE_MAS = {"as": "1e3", "mas": "1", "uas": "1e-3"}  # "mA.s", "mAs", "uA.s", "uAs", "µAs"
 _VOLTAGE_KV = {"kv": "1", "kvp": "1", "v": "1e-3"}
 _DISTANCE_MM = {"m": "1e3", "dm": "100", "cm": "10", "mm": "1"}
+_FORCE_N = {"n": "1", "dan": "10", "kn": "1e3"}  # compression force; UCUM "N", some send "daN"
 
 _AGE = re.compile(r"(\d{1,3})([DWMY])")
 _DAYS_PER_UNIT = {"D": 1, "W": 7}
@@ -74,6 +76,7 @@ def number_like(text: str | None) -> str | None:
     return text if len(text) <= RAW_MAX_CHARS and _NUMBER_LIKE.fullmatch(text) else None
 
 
+@lru_cache(maxsize=512)
 def unit_key(unit: str | None) -> str:
     """Normalise a unit spelling: "Gy.m2", "Gy·m²", "Gym2", "Gy m^2" -> "gym2"; "µA.s", "uAs" -> "uas"."""
     text = (unit or "").replace("µ", "u").replace("μ", "u").replace("²", "2").lower()
@@ -184,6 +187,11 @@ def voltage_to_kv(value: object, unit: str | None) -> float | None:
 def distance_to_mm(value: object, unit: str | None) -> float | None:
     """A distance in m, dm, cm or mm, to mm."""
     return _per_unit(value, unit, _DISTANCE_MM)
+
+
+def force_to_n(value: object, unit: str | None) -> float | None:
+    """A force in N, daN or kN, to N (mammography compression force)."""
+    return _per_unit(value, unit, _FORCE_N)
 
 
 def sid_to_mm(value: object) -> float | None:

@@ -33,6 +33,8 @@ TimeResolution = Literal["exact", "minute", "hour", "day"]
 FREE_TEXT_FIELDS: dict[str, bool] = {
     "protocol": False, "body_part": False, "view": False, "station_name": False, "modality": False,
     "manufacturer": True, "model": True, "device_serial": True,
+    # Defined terms (MOLYBDENUM, ...) when the vendor sends them; an unknown word is kept, so it is screened too.
+    "anode_target_material": False, "filter_material": False,
 }
 CATALOG_FIELDS = ("protocol", "station_name")
 OTHER = "other"

@@ -326,6 +326,12 @@ class QcSessions:
                 "match_window_s": self.cfg.match_window_s, "unit": unit_identity(details.get("unit_id"), views),
                 "instrument_records": details.get("instruments", []), "time_zone": details.get("time_zone")}
 
+    def session_open(self) -> bool:
+        """True while a QC session of this room is open: the DICOM intake marks exposures received then as QC."""
+        if not self.store.is_open:
+            return False  # no session can be open without qc.db (its failure is logged where it happens)
+        return bool(self.store.query("SELECT 1 FROM sessions WHERE state = 'open' LIMIT ?", (1,)))
+
     def sessions(self, state: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Summaries, newest first: open ones, or the recent finished/discarded ones, or all."""
         where = {"open": "state = 'open'", "closed": "state != 'open'"}.get(state or "", "1")

@@ -32,6 +32,7 @@ def add_qc_sessions(cfg: Config, sink: Sink, supervisor: Supervisor, intakes: li
         if intake is not None and id(intake) not in observed:
             observed.add(id(intake))
             intake.observers.append(qc.observe)
+            intake.qc_session_open = qc.session_open
     supervisor.add("qc", qc)
     supervisor.every_tick(qc.tick)
     return qc
