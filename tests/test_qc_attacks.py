@@ -4,10 +4,16 @@ refusal, never a crash, and what a user typed must come back as text, never as m
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.qc.analysis import analyse
+from agent.qc.models import TEST_TYPES, QcExposure
 
 from tests.qc_fixtures import event, make_qc, reading  # noqa: F401 - make_qc is a fixture
 from tests.test_qc_pdf import poppler
@@ -52,3 +58,49 @@ def _drawn(typed: str) -> str:
     """Pattern of `typed` as a PDF shows it: each printable character itself or, where no installed font has it,
     its code point <U+XXXX> (never dropped); whitespace and control characters aside."""
     return "".join(f"(?:{re.escape(ch)}|<U\\+{ord(ch):04X}>)" for ch in typed if ch.isprintable() and not ch.isspace())
+
+
+# ---- numbers at the edges of floating point ---------------------------------------------------------------------
+EDGE = st.sampled_from([0.0, 5e-324, 1e-320, 1e-300, 1e-9, 1.0, 80.0, 1e12, 1e300, 1e308, 1.7976931348623157e308])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(test_type=st.sampled_from(TEST_TYPES),
+       rows=st.lists(st.fixed_dictionaries({
+           "set_kvp": EDGE, "set_ma": EDGE, "set_mas": st.one_of(st.none(), EDGE), "set_time_ms": EDGE,
+           "filtration_mm_al": EDGE, "field_area_cm2": EDGE, "kvp": EDGE, "air_kerma_ugy": EDGE,
+           "exposure_time_ms": EDGE, "hvl_mm_al": st.one_of(st.none(), EDGE), "dap_gy_m2": st.one_of(st.none(), EDGE),
+           "dicom_dap_gy_m2": EDGE}), min_size=1, max_size=12))
+def test_any_finite_values_give_a_verdict_never_a_crash(test_type, rows):
+    """Every value a meter or a technologist can give is finite, but sums, ratios and products of them overflow or
+    divide by a subnormal: the analysis answers (incomplete with the reason), it does not raise, and whatever it
+    publishes is finite JSON."""
+    result = analyse(test_type, [QcExposure(**row) for row in rows])
+    assert result.verdict in ("pass", "fail", "invalid", "incomplete")
+    text = result.model_dump_json()
+    assert "Infinity" not in text and "NaN" not in text
+    for crit in result.criteria:
+        if crit.passed is not None:
+            assert math.isfinite(crit.value) and math.isfinite(crit.limit)
+
+
+def test_overflowing_values_say_why(client):  # noqa: F811
+    result = analyse("reproducibility", [QcExposure(set_kvp=80, set_mas=10, air_kerma_ugy=1e308)] * 10)
+    assert result.verdict == "incomplete" and "numeric range" in result.reason
+    result = analyse("linearity_mas", [QcExposure(set_kvp=80, set_mas=1e-320, air_kerma_ugy=100),
+                                       QcExposure(set_kvp=80, set_mas=2e-320, air_kerma_ugy=100)])
+    assert result.verdict == "incomplete" and "numeric range" in result.reason
+
+
+def test_typed_in_technique_at_the_edge_keeps_the_session_working(client):  # noqa: F811
+    ref = client.post("/api/qc/sessions", json={"test_type": "linearity_mas", "instruments": ["kvp-1"],
+                                                "operator": "AB"}).json["ref"]
+    emit = client.qc.recorder(client.qc.sink.emit)
+    emit(reading(0, kvp=80.4, air_kerma_ugy=900.0, exposure_time_ms=100.0))
+    emit(reading(20, kvp=80.4, air_kerma_ugy=1800.0, exposure_time_ms=100.0))
+    for number, mas in ((1, 1e-320), (2, 1e308)):
+        answer = client.post(f"/api/qc/sessions/{ref}/exposures/{number}/technique",
+                             json={"set_kvp": 80, "set_mas": mas})
+        assert answer.status_code in (200, 400), answer.data
+    assert client.get(f"/api/qc/sessions/{ref}").status_code == 200
+    assert client.post(f"/api/qc/sessions/{ref}/finish", json={}).status_code == 200
