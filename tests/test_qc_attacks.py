@@ -104,3 +104,27 @@ def test_typed_in_technique_at_the_edge_keeps_the_session_working(client):  # no
         assert answer.status_code in (200, 400), answer.data
     assert client.get(f"/api/qc/sessions/{ref}").status_code == 200
     assert client.post(f"/api/qc/sessions/{ref}/finish", json={}).status_code == 200
+
+
+# ---- attenuation series that contradict physics ----------------------------------------------------------------
+def _series(*points, kv=80.0):
+    return [QcExposure(set_kvp=kv, filtration_mm_al=t, air_kerma_ugy=k) for t, k in points]
+
+
+def test_air_kerma_rising_with_added_aluminium_is_no_hvl():
+    """More aluminium always transmits less: a series where air kerma rises (a thickness typed wrong, a reading from
+    another beam) gives no HVL, and says where, instead of a verdict from its first bracket."""
+    result = analyse("hvl", _series((0, 100), (1, 40), (2, 60), (3, 30)))
+    assert result.verdict == "incomplete"
+    assert "rises" in result.reason and "1 mm" in result.reason and "2 mm" in result.reason
+
+
+def test_falling_series_still_judged():
+    result = analyse("hvl", _series((0, 100), (2, 70), (3, 52), (4, 45)))
+    assert result.verdict == "pass", result.reason
+
+
+def test_zero_kv_gives_no_minimum():
+    """The table extrapolated to 0 kV gives a 0 mm minimum that every HVL passes: a kV of zero is no kV."""
+    result = analyse("hvl", [QcExposure(set_kvp=0, hvl_mm_al=3.0)])
+    assert result.verdict == "incomplete" and "kV" in result.reason
