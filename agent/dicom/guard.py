@@ -12,7 +12,11 @@ makes the blocked read return. Its rules:
   A-ASSOCIATE-RJ rejected-transient / local-limit-exceeded (PS3.8 9.3.4). Connections that have not yet sent a
   complete A-ASSOCIATE-RQ count apart, at most `dicom.max_associations` of them, and one of those places is kept for
   a known peer (an address that has completed an association before, or one listed by itself in
-  `dicom.allowed_peers`: the modality), so unknown peers cannot take them all;
+  `dicom.allowed_peers`: the modality), so unknown peers cannot take them all. Likewise the last association slot
+  (when there are two or more): peers that know an accepted calling AE title and idle on their associations
+  cannot take it when the modality is listed by itself in `dicom.allowed_peers` (it is kept for such addresses).
+  Without that listing the agent cannot tell the modality from a peer that uses an accepted AE title, and no slot
+  is kept: list the modality's address;
 - time: a complete A-ASSOCIATE-RQ within `dicom.associate_timeout_s` of connecting; on an association, the next
   complete PDU within `dicom.pdu_timeout_s` (except while the agent itself is working on a request);
 - size: the P-DATA of one object at most `dicom.max_object_bytes` (plus PDU overhead) before the connection is cut,
@@ -105,7 +109,9 @@ class ConnectionGuard:
                     f"(dicom.max_associations_per_peer = {lim.max_associations_per_peer})")
         waiting = sum(1 for c in self._conns.values() if not c.requested)
         known = address in self._known or address in lim.hosts
-        spare = 0 if known else 1  # one place kept for a peer that has associated before, or is listed by address
+        # One place kept for a peer that has associated before, or is listed by address; not with a single place,
+        # which would then be kept for a known peer nobody could become.
+        spare = 0 if known or lim.max_associations == 1 else 1
         if waiting >= lim.max_associations - spare:
             return (f"{waiting} connections have not yet completed an association request "
                     f"(dicom.max_associations = {lim.max_associations}"
@@ -118,9 +124,15 @@ class ConnectionGuard:
             conn = self._conns.get(id(assoc))
             if conn is None:
                 return None
-            in_use = sum(1 for c in self._conns.values() if c.requested)
-            if in_use >= self.limits.max_associations:
-                return f"all {self.limits.max_associations} association slots in use (dicom.max_associations)"
+            lim = self.limits
+            holding = [c.address for c in self._conns.values() if c.requested]
+            if len(holding) >= lim.max_associations:
+                return f"all {lim.max_associations} association slots in use (dicom.max_associations)"
+            # The last slot is the modality's when it is listed by address: peers idling on accepted associations
+            # (the calling AE title is no secret on the room network) must not hold them all.
+            if lim.hosts and conn.address not in lim.hosts and len(holding) == lim.max_associations - 1 > 0:
+                return (f"{len(holding)} of {lim.max_associations} association slots in use "
+                        f"(dicom.max_associations), the last one kept for the peers listed in dicom.allowed_peers")
             conn.requested = True
             conn.last_pdu = self.clock()
             return None
