@@ -81,3 +81,85 @@ def test_idle_associations_from_several_addresses_do_not_lock_the_modality_out(h
     finally:
         for assoc in held:
             assoc.abort()
+
+
+def _send_partial_store(port: int, data_set_bytes: int, fragments: int, abort: bool = True):
+    """Associate as the modality, send a C-STORE-RQ and the first `fragments` P-DATA of its data set, then abort:
+    a sender that dies (or is cut) mid-object."""
+    from io import BytesIO
+
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pynetdicom import AE
+    from pynetdicom.dimse_messages import C_STORE_RQ
+    from pynetdicom.dimse_primitives import C_STORE
+    from pynetdicom.pdu import P_DATA_TF
+    from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation as SOP
+
+    ae = AE(ae_title=MODALITY_AET)
+    ae.add_requested_context(SOP, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title=AGENT_AET)
+    assert assoc.is_established
+    prim = C_STORE()
+    prim.MessageID, prim.Priority = 1, 2
+    prim.AffectedSOPClassUID, prim.AffectedSOPInstanceUID = SOP, generate_uid()
+    # (0009,0010) a private OB value announcing the whole data set: the agent writes what comes to its temp file.
+    value = b"\x00" * (data_set_bytes - 12)
+    prim.DataSet = BytesIO(b"\x09\x00\x10\x00OB\x00\x00" + len(value).to_bytes(4, "little") + value)
+    msg = C_STORE_RQ()
+    msg.primitive_to_message(prim)
+    sock = assoc.dul.socket.socket
+    context_id = assoc.accepted_contexts[0].context_id
+    for n, pdata in enumerate(msg.encode_msg(context_id, 64 * 1024)):
+        if n > fragments:
+            break
+        pdu = P_DATA_TF()
+        pdu.from_primitive(pdata)
+        sock.sendall(pdu.encode())
+    time.sleep(0.5)
+    if abort:
+        assoc.abort()
+    return assoc
+
+
+@pytest.mark.integration
+def test_an_object_cut_mid_transfer_leaves_no_temporary_file(hostile_agent, tmp_path, monkeypatch):  # noqa: F811
+    """pynetdicom deletes its receive file only after the C-STORE handler ran: a sender that aborts (or a
+    connection the guard cuts) mid-object left the partial object in $TMPDIR, one per attempt, until the disk was
+    full."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    agent = hostile_agent()
+    for _ in range(3):
+        _send_partial_store(agent.dicom_port, 8 * 2**20, fragments=40)
+    time.sleep(1.0)
+    left = [(p.name, p.stat().st_size) for p in tmp.rglob("*") if p.is_file()]
+    assert left == [], f"partial objects left behind: {left}"
+    assert echo(agent.dicom_port)[0] == 0
+
+
+@pytest.mark.integration
+def test_sigterm_during_a_receive_leaves_no_temporary_file(hostile_agent, tmp_path, monkeypatch):  # noqa: F811
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    agent = hostile_agent()
+    assoc = _send_partial_store(agent.dicom_port, 8 * 2**20, fragments=40, abort=False)
+    try:
+        assert [p for p in tmp.rglob("*.dcm")], "the partial object is being received to $TMPDIR"
+        assert agent.terminate() == 0
+    finally:
+        assoc.abort()
+    left = [(p.name, p.stat().st_size) for p in tmp.rglob("*") if p.is_file()]
+    assert left == [], f"partial objects left behind: {left}"
+
+
+def test_stop_waits_for_a_request_being_handled_then_cuts_everything():
+    g = _guard()
+    idle, working = assoc(), assoc()
+    HELD.extend([idle, working])
+    g.opened(idle, "10.0.0.2")
+    g.opened(working, "10.0.0.1")
+    with g.working(working):
+        assert g.cut_all(grace_s=0.2) == 2  # the busy one past its grace too
+    assert g.cut_all(grace_s=0) == 0  # each connection is cut once

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 REAP_EVERY_S = 0.5
 KNOWN_PEERS_MAX = 256  # addresses remembered as having completed an association (the room has one or two)
+STOP_GRACE_S = 5.0  # at stop, how long a request being handled may take to be answered before its connection closes
 PDU_OVERHEAD = 1.01  # P-DATA headers and PDV item headers around the data set bytes, generously
 
 
@@ -206,12 +207,27 @@ class ConnectionGuard:
             self.refused += 1
             log_repeated(log, logging.WARNING, ("cut", reason.split(" ", 1)[0], conn.address),
                          "DICOM connection from %s closed: %s", conn.address, reason)
-            if conn.sock is not None:
-                try:
-                    conn.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass  # already closed by the peer or pynetdicom
+            _shutdown(conn.sock)
         return len(cut)
+
+    def cut_all(self, grace_s: float = STOP_GRACE_S) -> int:
+        """At agent stop: close every connection. pynetdicom's reading (DUL) threads are not daemon threads, so one
+        blocked on a silent or stalled peer kept the stopped agent's process alive until dicom.pdu_timeout_s. A
+        connection whose request the agent is handling gets up to `grace_s` to answer it first."""
+        deadline = time.monotonic() + grace_s  # wall time: the agent really waits
+        while True:
+            with self._lock:
+                busy = sum(1 for c in self._conns.values() if c.busy and c.cut is None)
+            if not busy or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        with self._lock:
+            conns = [c for c in self._conns.values() if c.cut is None]
+            for conn in conns:
+                conn.cut = "the agent is stopping"
+        for conn in conns:
+            _shutdown(conn.sock)
+        return len(conns)
 
     def start(self) -> None:
         self._stop.clear()
@@ -249,11 +265,14 @@ def _raw_socket(assoc) -> socket.socket | None:
     return getattr(sock, "socket", None)
 
 
-def close_now(assoc) -> None:
-    """Close a connection refused at EVT_CONN_OPEN: its reading thread then sees the transport closed."""
-    sock = _raw_socket(assoc)
+def _shutdown(sock: socket.socket | None) -> None:
     if sock is not None:
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
-            pass
+            pass  # already closed by the peer or pynetdicom
+
+
+def close_now(assoc) -> None:
+    """Close a connection refused at EVT_CONN_OPEN: its reading thread then sees the transport closed."""
+    _shutdown(_raw_socket(assoc))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,30 @@ def handle_conn_open(event, guard: ConnectionGuard, intake: DicomIntake) -> None
 
 def handle_conn_close(event, guard: ConnectionGuard) -> None:
     guard.closed(event.assoc)
+    discard_partial_object(event.assoc)
+
+
+def discard_partial_object(assoc) -> None:
+    """Delete the receive file of an object whose transfer never completed.
+
+    pynetdicom (STORE_RECV_CHUNKED_DATASET) deletes its temporary receive file only after the C-STORE handler ran:
+    an object whose sender aborted, whose connection dropped or which the guard cut mid-transfer stayed in $TMPDIR,
+    one file per attempt, until the disk was full. At connection close the DIMSE message still being decoded is
+    such an object: pynetdicom detaches a complete message before its handler runs (dimse.receive_primitive), so
+    this never touches an object being handled."""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is None:
+        return
+    try:
+        partial.close()
+    except Exception:  # noqa: BLE001 - a half-written file may fail to flush; it is deleted anyway
+        pass
+    try:
+        os.unlink(partial.name)
+    except OSError:
+        pass
+    message._data_set_file = message._data_set_path = None
 
 
 def handle_pdu_recv(event, guard: ConnectionGuard) -> None:
@@ -227,6 +252,8 @@ class StorageSCP:
                  self.cfg.port, ", ".join(sorted(self.policy.calling_aets)) or "any")
 
     def stop(self) -> None:
+        if self.guard is not None:
+            self.guard.cut_all()  # else a silent peer's connection keeps the process alive after stop
         if self._server is not None:
             self._server.shutdown()
             self._server = None
