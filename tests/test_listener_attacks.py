@@ -163,3 +163,66 @@ def test_stop_waits_for_a_request_being_handled_then_cuts_everything():
     with g.working(working):
         assert g.cut_all(grace_s=0.2) == 2  # the busy one past its grace too
     assert g.cut_all(grace_s=0) == 0  # each connection is cut once
+
+
+# ---- the agent's own folders ------------------------------------------------------------------------------------
+FOLDERS = """
+[site]
+id = "stmarys"
+room = "xr-03"
+secret_key_file = "site.key"
+
+[dicom]
+allowed_calling_aets = ["DR_ROOM3"]
+"""
+
+
+@pytest.mark.parametrize("dicom,error", [
+    ('quarantine_dir = "kept"\nretain_raw_dir = "kept"', "dicom.retain_raw_dir"),
+    ('quarantine_dir = "export"\n[dicom.folder]\npath = "export"', "dicom.folder.path"),
+    ('quarantine_dir = "q"\nretain_raw_dir = "export/.."\n[dicom.folder]\npath = "export"', "dicom.folder.path"),
+    ('quarantine_dir = "q"\n[dicom.folder]\npath = "export"\nafter = "move"\nmove_to = "q"', "dicom.folder.move_to"),
+])
+def test_folders_the_agent_writes_cannot_be_shared_or_read_back(tmp_path, dicom, error):
+    """Two bounded folders on one folder share one index: each trimmed the other's copies by its own bounds. A
+    watched folder inside the quarantine read the agent's own copies back, quarantined them again and deleted
+    the originals, for ever."""
+    from agent.config import ConfigError, load_config
+
+    (tmp_path / "site.key").write_text("a" * 64)
+    (tmp_path / "site.key").chmod(0o600)
+    (tmp_path / "agent.toml").write_text(FOLDERS.replace('allowed_calling_aets = ["DR_ROOM3"]',
+                                                          'allowed_calling_aets = ["DR_ROOM3"]\n' + dicom))
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "agent.toml")
+    assert error in str(err.value)
+
+
+def test_the_watched_folder_skips_the_agents_own_folders_inside_it(tmp_path):
+    """A quarantine (or retention) folder inside the watched folder: its copies are the agent's own, never read."""
+    from agent.config import FolderIntakeConfig
+    from agent.dicom.folder import FolderWatcher
+    from agent.dicom.intake import DicomIntake
+    from agent.dicom.quarantine import BoundedFolder
+    from agent.sink import Sink  # noqa: F401 - only for the type below
+    from tests import dicom_factory as factory
+
+    export = tmp_path / "export"
+    (export / "quarantine").mkdir(parents=True)
+    junk = export / "junk.dcm"
+    junk.write_bytes(b"not dicom at all" * 10)
+
+    class NoSink:
+        site, room = "s", "r"
+
+    intake = DicomIntake(NoSink(), factory.TEST_SECRET,
+                         quarantine=BoundedFolder(export / "quarantine", 10 * 2**20, 100))
+    watcher = FolderWatcher(FolderIntakeConfig(path=export, settle_s=0, after="delete"), intake,
+                            tmp_path / "state" / "folder.db")
+    (tmp_path / "state").mkdir()
+    db = watcher.open_state()
+    for _ in range(4):
+        watcher.scan(db)
+    db.close()
+    assert intake.counters.received == 1, "the quarantined copy was read back"
+    assert len(list((export / "quarantine").glob("*.dcm"))) == 1
