@@ -226,3 +226,24 @@ def test_the_watched_folder_skips_the_agents_own_folders_inside_it(tmp_path):
     db.close()
     assert intake.counters.received == 1, "the quarantined copy was read back"
     assert len(list((export / "quarantine").glob("*.dcm"))) == 1
+
+
+# ---- listeners on one port ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dicom_bind", ["127.0.0.1", "0.0.0.0"])
+def test_dicom_and_web_on_one_port_is_a_config_error(tmp_path, dicom_bind):
+    """Each listener alone could bind, so check-config passed; at run the second one found its port taken by the
+    first: the error blamed 'another program'."""
+    import subprocess
+    import sys
+
+    from tests.realparts import REPO, free_port
+
+    port = free_port()
+    (tmp_path / "site.key").write_text("a" * 64)
+    (tmp_path / "site.key").chmod(0o600)
+    (tmp_path / "agent.toml").write_text(FOLDERS + f'bind = "{dicom_bind}"\nport = {port}\nquarantine_dir = "q"\n'
+                                         f'[web]\nenabled = true\nbind = "127.0.0.1"\nport = {port}\n')
+    result = subprocess.run([sys.executable, "-m", "agent", "check-config", str(tmp_path / "agent.toml")],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "web.port" in result.stderr and "dicom.port" in result.stderr
