@@ -128,3 +128,26 @@ def test_zero_kv_gives_no_minimum():
     """The table extrapolated to 0 kV gives a 0 mm minimum that every HVL passes: a kV of zero is no kV."""
     result = analyse("hvl", [QcExposure(set_kvp=0, hvl_mm_al=3.0)])
     assert result.verdict == "incomplete" and "kV" in result.reason
+
+
+@pytest.mark.parametrize("operator", ["W" * 40, "Ｗ" * 40, "王" * 40, "a-" * 12])
+def test_longest_operator_in_any_script_renders(client, tmp_path, operator):  # noqa: F811
+    """The operator (up to its maximum length) sits in a narrow cell of the report's first table; a character no
+    font draws becomes <U+XXXX>, eight times as wide: the PDF still renders and keeps it."""
+    from agent.qc.sessions import OPERATOR_MAX
+
+    operator = operator[:OPERATOR_MAX]
+    answer = client.post("/api/qc/sessions", json={"test_type": "kvp_accuracy", "instruments": ["kvp-1"],
+                                                   "operator": operator})
+    assert answer.status_code == 201, answer.json
+    pdf = client.get(f"/qc/report/{answer.json['ref']}.pdf")
+    assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF-")
+    path = tmp_path / "r.pdf"
+    path.write_bytes(pdf.data)
+    text = subprocess.run([poppler("pdftotext"), "-layout", str(path), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    if len(operator) < 30:  # one line of its cell (a wrapped cell interleaves with its row's other cells)
+        assert operator in text
+    else:
+        assert "".join(text.split()).count(operator[0]) + "".join(text.split()).count(f"<U+{ord(operator[0]):04X}>") \
+            >= len(operator) * 0.8  # wrapped over lines, pdftotext may split a few of them
