@@ -151,3 +151,61 @@ def test_longest_operator_in_any_script_renders(client, tmp_path, operator):  # 
     else:
         assert "".join(text.split()).count(operator[0]) + "".join(text.split()).count(f"<U+{ord(operator[0]):04X}>") \
             >= len(operator) * 0.8  # wrapped over lines, pdftotext may split a few of them
+
+
+# ---- an integrating meter's flagged total -----------------------------------------------------------------------
+def test_a_flagged_total_is_no_baseline_for_the_next_exposure(tmp_path, sink):
+    """An integrating meter (PTW UNIDOS) sends an over-range total: the reading is invalid. Its value was kept as the
+    baseline, so the next valid total (lower) read as a meter reset and its whole value became a phantom exposure
+    of 2,600 µGy (an exposure that never happened)."""
+    from agent.instruments.config import InstrumentConfig
+    from agent.qc.config import QcConfig
+    from agent.qc.sessions import QcSessions
+    from agent.qc.store import QcStore
+    from agent.qc.wiring import instrument_measures
+    from tests.test_qc_unidos import UNIDOS
+
+    unidos = InstrumentConfig(id="ref-1", driver="profile", port="/dev/serial/by-id/usb-ptw", profile=UNIDOS)
+    qc = QcSessions(QcConfig(), QcStore(tmp_path / "qc.db"), sink, {"ref-1": "profile"},
+                    measures={"ref-1": instrument_measures(unidos)},
+                    accumulating={"ref-1": frozenset(unidos.driver_settings().accumulating)})
+    qc.start()
+    try:
+        emit = qc.recorder(sink.emit)
+        emit(_total(-10, 2600.0))
+        ref = qc.open_session("reproducibility", ["ref-1"], "PH")["ref"]
+        emit(_total(0, 9.99e9, flags={"over_range"}))  # the exposure the meter could not measure
+        for second, kerma in ((1, 2600.0), (2, 2600.0), (20, 2610.0)):
+            emit(_total(second, kerma))
+        values = [(e["measured"].get("air_kerma_ugy"), sorted(e.get("excluded") or ())) for e in
+                  qc.session(ref)["exposures"]]
+        assert values == [(None, ["air_kerma_ugy"]), (10.0, [])], values
+    finally:
+        qc.stop()
+
+
+def _total(seconds: float, kerma_ugy: float, flags=frozenset()):
+    import json
+    from datetime import timedelta
+
+    from agent.instruments.mapping import qc_reading
+    from drivers.reading import Reading
+    from tests.qc_fixtures import T0
+
+    quantities = {"air_kerma_ugy": kerma_ugy, "dose_rate_ugy_s": 0.0, "measurement_time_ms": 3000.0,
+                  "chamber_voltage_v": 300.0}
+    read = Reading("ref-1", quantities, flags=frozenset(flags), raw=json.dumps(quantities).encode(),
+                   wall_utc=T0 + timedelta(seconds=seconds))
+    return qc_reading(read, driver="profile", site="site", room="room")
+
+
+def test_a_non_finite_or_flagged_total_forgets_the_baseline():
+    from agent.qc.matching import increments
+
+    acc = frozenset({"air_kerma_ugy"})
+    _, totals, _ = increments("profile", {"air_kerma_ugy": float("nan")}, {"air_kerma_ugy": 100.0}, acc)
+    assert totals == {"air_kerma_ugy": None}
+    grown, totals, exposure = increments("profile", {"air_kerma_ugy": 9e9}, {"air_kerma_ugy": 100.0}, acc,
+                                         ["over_range"])
+    assert exposure and totals == {"air_kerma_ugy": None}  # an exposure, excluded by its flag; no baseline
+    assert increments("profile", {"air_kerma_ugy": 110.0}, {}, acc) == ({}, {"air_kerma_ugy": 110.0}, False)
