@@ -247,3 +247,60 @@ def test_dicom_and_web_on_one_port_is_a_config_error(tmp_path, dicom_bind):
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "web.port" in result.stderr and "dicom.port" in result.stderr
+
+
+# ---- a data set where none belongs --------------------------------------------------------------------------------
+def _echo_with_data_set(port: int, mib: int) -> bool:
+    """A C-ECHO-RQ whose command says a data set follows, then `mib` MiB of it: pynetdicom receives every message
+    but a C-STORE into memory. Returns whether the agent closed the connection before all was sent."""
+    import struct
+
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.dsutils import encode
+    from pynetdicom.sop_class import Verification
+
+    ae = AE(ae_title=MODALITY_AET)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title=AGENT_AET)
+    assert assoc.is_established
+    context_id = assoc.accepted_contexts[0].context_id
+    command = Dataset()
+    command.AffectedSOPClassUID = Verification
+    command.CommandField = 0x0030
+    command.MessageID = 1
+    command.CommandDataSetType = 0x0001  # "a data set follows"
+    command.CommandGroupLength = 0
+    body = encode(command, True, True)
+    command.CommandGroupLength = len(body) - 12
+    body = encode(command, True, True)
+
+    def pdata(control: int, data: bytes) -> bytes:
+        item = struct.pack(">IBB", len(data) + 2, context_id, control) + data
+        return struct.pack(">BBI", 0x04, 0, len(item)) + item
+
+    sock = assoc.dul.socket.socket
+    chunk = pdata(0x00, b"\x00" * (64 * 1024 - 6))
+    cut = False
+    try:
+        sock.sendall(pdata(0x03, body))
+        for _ in range(mib * 16):
+            sock.sendall(chunk)
+    except OSError:
+        cut = True
+    assoc.abort()
+    return cut
+
+
+@pytest.mark.integration
+def test_a_data_set_sent_with_an_echo_is_not_held_in_memory(hostile_agent):  # noqa: F811
+    agent = hostile_agent()
+    assert echo(agent.dicom_port)[0] == 0
+    with Watch(agent) as watch:
+        time.sleep(0.5)
+        cut = _echo_with_data_set(agent.dicom_port, mib=300)
+        time.sleep(1)
+    watch.assert_held()
+    grew = watch.rss_peak_mb - watch.rss_before_mb
+    assert grew < 64, f"RSS grew by {grew:.0f} MiB receiving a data set nothing asked for"
+    assert cut, "the connection was not closed"

@@ -20,13 +20,15 @@ makes the blocked read return. Its rules:
 - time: a complete A-ASSOCIATE-RQ within `dicom.associate_timeout_s` of connecting; on an association, the next
   complete PDU within `dicom.pdu_timeout_s` (except while the agent itself is working on a request);
 - size: the P-DATA of one object at most `dicom.max_object_bytes` (plus PDU overhead) before the connection is cut,
-  so a sender cannot fill the disk the objects are received to.
+  so a sender cannot fill the disk the objects are received to; a data set with any other message (received into
+  memory by pynetdicom) at most IN_MEMORY_DATA_SET_MAX, cut at once.
 
 Every refusal and cut is logged with its real reason (rate-limited per reason and peer address).
 """
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import logging
 import socket
@@ -42,7 +44,10 @@ log = logging.getLogger(__name__)
 REAP_EVERY_S = 0.5
 KNOWN_PEERS_MAX = 256  # addresses remembered as having completed an association (the room has one or two)
 STOP_GRACE_S = 5.0  # at stop, how long a request being handled may take to be answered before its connection closes
-PDU_OVERHEAD = 1.01  # P-DATA headers and PDV item headers around the data set bytes, generously
+PDU_OVERHEAD = 1.01
+# Largest data set received into memory (with any message but C-STORE): the listener's services (Verification, and
+# Storage, whose data sets go to disk) need none, so this is generous.
+IN_MEMORY_DATA_SET_MAX = 4 * 2**20  # P-DATA headers and PDV item headers around the data set bytes, generously
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,15 @@ class ConnectionGuard:
         if pdvs:
             # Command fragments are tiny; counting them with the data set keeps this cheap and errs on the safe side.
             conn.object_bytes += sum(len(item.presentation_data_value) for item in pdvs)
+            held = _in_memory_data_set_bytes(assoc)
+            if held > IN_MEMORY_DATA_SET_MAX and conn.cut is None:
+                # Cut at once, from this (the reading) thread: the reaper's half second is hundreds of MiB here.
+                conn.cut = (f"a data set of more than {IN_MEMORY_DATA_SET_MAX // 2**20} MiB with a message other "
+                            "than C-STORE (only C-STORE data sets are received to disk)")
+                self.refused += 1
+                log_repeated(log, logging.WARNING, ("cut", "in-memory", conn.address),
+                             "DICOM connection from %s closed: %s", conn.address, conn.cut)
+                _shutdown(conn.sock)
 
     def closed(self, assoc) -> None:
         """EVT_CONN_CLOSE."""
@@ -258,6 +272,17 @@ class ConnectionGuard:
     def open_connections(self) -> int:
         with self._lock:
             return len(self._conns)
+
+
+def _in_memory_data_set_bytes(assoc) -> int:
+    """Bytes of the data set pynetdicom is receiving into memory on this association: every message but a C-STORE
+    (received to a file, STORE_RECV_CHUNKED_DATASET) keeps its data set in a BytesIO until complete, so a C-ECHO
+    whose command says a data set follows could make it hold gigabytes (dimse_messages.DIMSEMessage.decode_msg)."""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    if message is None or getattr(message, "_data_set_file", None) is not None:
+        return 0
+    data_set = getattr(message, "data_set", None)
+    return data_set.tell() if isinstance(data_set, io.BytesIO) else 0
 
 
 def _raw_socket(assoc) -> socket.socket | None:
