@@ -250,7 +250,7 @@ def test_dicom_and_web_on_one_port_is_a_config_error(tmp_path, dicom_bind):
 
 
 # ---- a data set where none belongs --------------------------------------------------------------------------------
-def _echo_with_data_set(port: int, mib: int) -> bool:
+def _echo_with_data_set(port: int, mib: int, endless_command: bool = False) -> bool:
     """A C-ECHO-RQ whose command says a data set follows, then `mib` MiB of it: pynetdicom receives every message
     but a C-STORE into memory. Returns whether the agent closed the connection before all was sent."""
     import struct
@@ -280,10 +280,11 @@ def _echo_with_data_set(port: int, mib: int) -> bool:
         return struct.pack(">BBI", 0x04, 0, len(item)) + item
 
     sock = assoc.dul.socket.socket
-    chunk = pdata(0x00, b"\x00" * (64 * 1024 - 6))
+    chunk = pdata(0x01 if endless_command else 0x00, b"\x00" * (64 * 1024 - 6))
     cut = False
     try:
-        sock.sendall(pdata(0x03, body))
+        if not endless_command:
+            sock.sendall(pdata(0x03, body))
         for _ in range(mib * 16):
             sock.sendall(chunk)
     except OSError:
@@ -293,12 +294,13 @@ def _echo_with_data_set(port: int, mib: int) -> bool:
 
 
 @pytest.mark.integration
-def test_a_data_set_sent_with_an_echo_is_not_held_in_memory(hostile_agent):  # noqa: F811
+@pytest.mark.parametrize("endless_command", [False, True], ids=["data set with an echo", "endless command set"])
+def test_a_data_set_sent_with_an_echo_is_not_held_in_memory(hostile_agent, endless_command):  # noqa: F811
     agent = hostile_agent()
     assert echo(agent.dicom_port)[0] == 0
     with Watch(agent) as watch:
         time.sleep(0.5)
-        cut = _echo_with_data_set(agent.dicom_port, mib=300)
+        cut = _echo_with_data_set(agent.dicom_port, mib=300, endless_command=endless_command)
         time.sleep(1)
     watch.assert_held()
     grew = watch.rss_peak_mb - watch.rss_before_mb

@@ -167,8 +167,8 @@ class ConnectionGuard:
             held = _in_memory_data_set_bytes(assoc)
             if held > IN_MEMORY_DATA_SET_MAX and conn.cut is None:
                 # Cut at once, from this (the reading) thread: the reaper's half second is hundreds of MiB here.
-                conn.cut = (f"a data set of more than {IN_MEMORY_DATA_SET_MAX // 2**20} MiB with a message other "
-                            "than C-STORE (only C-STORE data sets are received to disk)")
+                conn.cut = (f"more than {IN_MEMORY_DATA_SET_MAX // 2**20} MiB of a command set, or of a data set "
+                            "with a message other than C-STORE (only C-STORE data sets are received to disk)")
                 self.refused += 1
                 log_repeated(log, logging.WARNING, ("cut", "in-memory", conn.address),
                              "DICOM connection from %s closed: %s", conn.address, conn.cut)
@@ -275,14 +275,18 @@ class ConnectionGuard:
 
 
 def _in_memory_data_set_bytes(assoc) -> int:
-    """Bytes of the data set pynetdicom is receiving into memory on this association: every message but a C-STORE
+    """Bytes pynetdicom is receiving into memory on this association: the command set, and the data set of every
+    message but a C-STORE
     (received to a file, STORE_RECV_CHUNKED_DATASET) keeps its data set in a BytesIO until complete, so a C-ECHO
     whose command says a data set follows could make it hold gigabytes (dimse_messages.DIMSEMessage.decode_msg)."""
     message = getattr(getattr(assoc, "dimse", None), "message", None)
-    if message is None or getattr(message, "_data_set_file", None) is not None:
+    if message is None:
         return 0
-    data_set = getattr(message, "data_set", None)
-    return data_set.tell() if isinstance(data_set, io.BytesIO) else 0
+    # The command set too: its fragments are buffered until the last one, however many come.
+    buffers = [getattr(message, "encoded_command_set", None)]
+    if getattr(message, "_data_set_file", None) is None:
+        buffers.append(getattr(message, "data_set", None))
+    return sum(b.tell() for b in buffers if isinstance(b, io.BytesIO))
 
 
 def _raw_socket(assoc) -> socket.socket | None:
