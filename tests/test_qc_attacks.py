@@ -209,3 +209,37 @@ def test_a_non_finite_or_flagged_total_forgets_the_baseline():
                                          ["over_range"])
     assert exposure and totals == {"air_kerma_ugy": None}  # an exposure, excluded by its flag; no baseline
     assert increments("profile", {"air_kerma_ugy": 110.0}, {}, acc) == ({}, {"air_kerma_ugy": 110.0}, False)
+
+
+# ---- configuration numbers that are not numbers ---------------------------------------------------------------
+@pytest.mark.parametrize("key", ["timer_tolerance_ms", "timer_min_set_time_ms", "linearity_max_station_ratio",
+                                 "reproducibility_max_span_s", "linearity_max_span_s"])
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_a_limit_of_inf_or_nan_is_refused_naming_the_key(key, value):
+    """TOML has inf and nan: timer_tolerance_ms = inf passed every timer; the limit must be refused at load."""
+    from agent.qc.limits import QcLimitsError, limits_from_toml
+
+    with pytest.raises(QcLimitsError, match=f"qc.limits.{key}"):
+        limits_from_toml(f"[qc.limits]\n{key} = {value}\n")
+
+
+@pytest.mark.parametrize("section,key", [("outbox", "telemetry_max_age_s"), ("outbox", "dedupe_days"),
+                                         ("dicom.folder", "settle_s")])
+def test_agent_config_refuses_inf_naming_the_key(tmp_path, section, key):
+    from agent.config import ConfigError, load_config
+
+    (tmp_path / "site.key").write_text("a" * 64)
+    (tmp_path / "site.key").chmod(0o600)
+    path = 'path = "export"' if section == "dicom.folder" else ""
+    extra = f"[{section}]\n{path}\n{key} = inf\n"
+    (tmp_path / "agent.toml").write_text(FOLDERS_CFG + extra)
+    with pytest.raises(ConfigError, match=key):
+        load_config(tmp_path / "agent.toml")
+
+
+FOLDERS_CFG = """
+[site]
+id = "stmarys"
+room = "xr-03"
+secret_key_file = "site.key"
+"""
