@@ -306,3 +306,27 @@ def test_a_data_set_sent_with_an_echo_is_not_held_in_memory(hostile_agent, endle
     grew = watch.rss_peak_mb - watch.rss_before_mb
     assert grew < 64, f"RSS grew by {grew:.0f} MiB receiving a data set nothing asked for"
     assert cut, "the connection was not closed"
+
+
+# ---- a dual-stack listener -----------------------------------------------------------------------------------------
+def test_ipv4_peers_of_a_dual_stack_listener_are_their_ipv4_address():
+    """With dicom.bind = "::" an IPv4 peer arrives as ::ffff:a.b.c.d: it matched no IPv4 entry of
+    dicom.allowed_peers (the modality was refused outright), nor the per-peer count of its IPv4 address."""
+    g = _guard(allowed_peers=["10.0.0.1", "10.0.1.0/24"], max_associations_per_peer=1)
+    assert _associate(g, "::ffff:10.0.0.1") is None
+    assert "already open" in (g.opened(assoc(), "10.0.0.1") or "")
+    assert _associate(g, "::ffff:10.0.1.7") is None
+    assert g.opened(assoc(), "::ffff:192.168.1.1") == "not in dicom.allowed_peers"
+
+
+@pytest.mark.integration
+def test_a_dual_stack_listener_accepts_the_listed_ipv4_modality(hostile_agent):  # noqa: F811
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 on this machine ({exc})")
+    agent = hostile_agent(bind="::", allowed_peers=["127.0.0.1"])
+    assert echo(agent.dicom_port)[0] == 0, agent.log()[-2000:]

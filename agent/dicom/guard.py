@@ -90,6 +90,7 @@ class ConnectionGuard:
     # ---- pynetdicom events (each from its own thread) ---------------------------------------------------------
     def opened(self, assoc, address: str) -> str | None:
         """EVT_CONN_OPEN: register, or return why the connection is refused (the caller closes it)."""
+        address = peer_address(address)
         now = self.clock()
         with self._lock:
             reason = self._refusal(address)
@@ -272,6 +273,16 @@ class ConnectionGuard:
     def open_connections(self) -> int:
         with self._lock:
             return len(self._conns)
+
+
+def peer_address(address: str) -> str:
+    """An IPv4 peer of a dual-stack listener (dicom.bind = "::") arrives as ::ffff:a.b.c.d: it is a.b.c.d, for the
+    allow-list, the per-peer count and the known peers alike."""
+    try:
+        mapped = ipaddress.ip_address(address).ipv4_mapped if ":" in address else None
+    except ValueError:
+        return address
+    return str(mapped) if mapped is not None else address
 
 
 def _in_memory_data_set_bytes(assoc) -> int:

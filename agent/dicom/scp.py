@@ -19,7 +19,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from agent.config import DicomConfig
-from agent.dicom.guard import ConnectionGuard, Limits, close_now
+from agent.dicom.guard import ConnectionGuard, Limits, close_now, peer_address
 from agent.dicom.intake import DicomIntake
 from agent.dicom.receive import PIXEL_DATA_FIRST_TAG, ObjectTooLarge, read_headers, read_received_file
 from agent.dicom.statuses import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS
@@ -62,7 +62,7 @@ def limits_from_config(cfg: DicomConfig) -> Limits:
 
 def handle_conn_open(event, guard: ConnectionGuard, intake: DicomIntake) -> None:
     """EVT_CONN_OPEN: refuse a connection the guard's rules do not allow, before any PDU is read from it."""
-    address = event.address[0]
+    address = peer_address(event.address[0])
     reason = guard.opened(event.assoc, address)
     if reason is not None:
         intake.counters.add(associations_rejected=1)
