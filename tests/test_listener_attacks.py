@@ -204,7 +204,6 @@ def test_the_watched_folder_skips_the_agents_own_folders_inside_it(tmp_path):
     from agent.dicom.folder import FolderWatcher
     from agent.dicom.intake import DicomIntake
     from agent.dicom.quarantine import BoundedFolder
-    from agent.sink import Sink  # noqa: F401 - only for the type below
     from tests import dicom_factory as factory
 
     export = tmp_path / "export"

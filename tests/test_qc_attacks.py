@@ -84,7 +84,7 @@ def test_any_finite_values_give_a_verdict_never_a_crash(test_type, rows):
             assert math.isfinite(crit.value) and math.isfinite(crit.limit)
 
 
-def test_overflowing_values_say_why(client):  # noqa: F811
+def test_overflowing_values_say_why():
     result = analyse("reproducibility", [QcExposure(set_kvp=80, set_mas=10, air_kerma_ugy=1e308)] * 10)
     assert result.verdict == "incomplete" and "numeric range" in result.reason
     result = analyse("linearity_mas", [QcExposure(set_kvp=80, set_mas=1e-320, air_kerma_ugy=100),
