@@ -38,7 +38,7 @@ class ConfigError(Exception):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # TOML has inf and nan
 
 
 class SiteConfig(Section):
@@ -194,6 +194,31 @@ class DicomConfig(Section):
             except re.error as exc:
                 raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
         return values
+
+    @model_validator(mode="after")
+    def _own_folders_apart(self) -> "DicomConfig":
+        """The folders the agent writes (quarantine, retention, moved files) are its own: two bounded folders on one
+        folder share one index and trim each other's copies; a watched folder inside one of them reads the agent's
+        copies back and quarantines them again, for ever. (One inside the watched folder is skipped by the watcher.)"""
+        own = {"dicom.quarantine_dir": self.quarantine_dir, "dicom.retain_raw_dir": self.retain_raw_dir}
+        if self.folder is not None and self.folder.move_to is not None:
+            own["dicom.folder.move_to"] = self.folder.move_to
+        real = {key: Path(os.path.realpath(path)) for key, path in own.items() if path is not None}
+        keys = list(real)
+        for i, key in enumerate(keys):
+            for other in keys[:i]:
+                if real[key] == real[other]:
+                    raise ValueError(f"{key} is the same folder as {other}: give each its own folder")
+        if self.folder is not None:
+            watched = Path(os.path.realpath(self.folder.path))
+            for key, folder in real.items():
+                if watched == folder or folder in watched.parents:
+                    what = "is" if watched == folder else "is inside"
+                    if key == "dicom.folder.move_to" and watched != folder:
+                        continue  # the export folder under the moved-files folder: the watcher reads only its own
+                    raise ValueError(f"dicom.folder.path {what} {key} ({folder}): the watched folder would read "
+                                     "the agent's own files back; give the watched folder its own place")
+        return self
 
     @field_validator("allowed_peers")
     @classmethod

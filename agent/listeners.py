@@ -12,6 +12,9 @@ import socket
 from agent.config import Config
 
 
+WILDCARDS = {"0.0.0.0", "::", ""}
+
+
 def listeners(cfg: Config) -> list[tuple[str, str, int]]:
     """(config section, bind address, port) of each enabled listener."""
     found = []
@@ -26,7 +29,15 @@ def listen_problems(cfg: Config, *, ports: bool) -> list[str]:
     """One printable line per listener that cannot bind. With `ports=False` only the addresses are checked (port 0):
     `check-config` runs beside a running agent, whose own ports are in use."""
     problems = []
-    for section, host, port in listeners(cfg):
+    found = listeners(cfg)
+    # Each listener alone can bind, so probing them one by one misses two on one port: at run the second finds it
+    # taken by the first. A wildcard address (0.0.0.0, ::) overlaps every address of its family, so count it too.
+    for i, (section, host, port) in enumerate(found):
+        for other, other_host, other_port in found[:i]:
+            if port == other_port and (host == other_host or WILDCARDS & {host, other_host}):
+                problems.append(f"{section}.port: {port} is also {other}.port ({other_host}:{other_port}); "
+                                f"give {section} and {other} different ports")
+    for section, host, port in found:
         problem = _try_bind(host, port if ports else 0)
         if problem is None:
             continue

@@ -52,7 +52,7 @@ def latin1(text: str) -> bytes:
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # TOML has inf and nan
 
 
 class FramingSpec(_Spec):

@@ -14,7 +14,7 @@ SERIAL_FIELDS = ("port", "baudrate", "bytesize", "parity", "stopbits", "rtscts",
 class DriverSettings(BaseModel):
     """Serial parameters shared by every driver. Unknown keys are errors (a typo must not pass silently)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # TOML has inf and nan
 
     instrument_id: str = Field("", description="Id put on every Reading; defaults to the driver name.")
     port: str = Field("", description="/dev/serial/by-id/... path or usb:VID:PID[:SERIAL]; empty = not set.")

@@ -221,11 +221,15 @@ class FolderWatcher(ThreadService):
         self._waiting = {p: v for p, v in self._waiting.items() if p in present}
 
     def _files(self):
-        skip = self.cfg.move_to.resolve() if self.cfg.move_to else None
+        # The agent's own folders inside the watched one (moved files, quarantine, retained copies) are never read:
+        # the watcher would read its own copies back, quarantine them again and delete them, for ever.
+        own = [self.cfg.move_to] + [getattr(getattr(self.intake, name, None), "folder", None)
+                                    for name in ("quarantine", "retain_raw")]
+        skip = {Path(folder).resolve() for folder in own if folder is not None}
         for root, dirs, files in os.walk(self.cfg.path):
             if not os.path.exists(self.cfg.path):
                 raise FileNotFoundError(self.cfg.path)
-            dirs[:] = [d for d in dirs if not d.startswith(".") and (Path(root) / d).resolve() != skip]
+            dirs[:] = [d for d in dirs if not d.startswith(".") and (Path(root) / d).resolve() not in skip]
             for name in files:
                 if not name.startswith("."):  # partial files some exporters write as .name.tmp
                     yield Path(root) / name

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from agent.config import DicomConfig
-from agent.dicom.guard import ConnectionGuard, Limits, close_now
+from agent.dicom.guard import ConnectionGuard, Limits, close_now, peer_address
 from agent.dicom.intake import DicomIntake
 from agent.dicom.reading import IncompleteObject, read_received, read_received_path
 from agent.dicom.receive import PIXEL_DATA_FIRST_TAG, ObjectTooLarge
@@ -62,7 +63,7 @@ def limits_from_config(cfg: DicomConfig) -> Limits:
 
 def handle_conn_open(event, guard: ConnectionGuard, intake: DicomIntake) -> None:
     """EVT_CONN_OPEN: refuse a connection the guard's rules do not allow, before any PDU is read from it."""
-    address = event.address[0]
+    address = peer_address(event.address[0])
     reason = guard.opened(event.assoc, address)
     if reason is not None:
         intake.counters.add(associations_rejected=1)
@@ -73,6 +74,30 @@ def handle_conn_open(event, guard: ConnectionGuard, intake: DicomIntake) -> None
 
 def handle_conn_close(event, guard: ConnectionGuard) -> None:
     guard.closed(event.assoc)
+    discard_partial_object(event.assoc)
+
+
+def discard_partial_object(assoc) -> None:
+    """Delete the receive file of an object whose transfer never completed.
+
+    pynetdicom (STORE_RECV_CHUNKED_DATASET) deletes its temporary receive file only after the C-STORE handler ran:
+    an object whose sender aborted, whose connection dropped or which the guard cut mid-transfer stayed in $TMPDIR,
+    one file per attempt, until the disk was full. At connection close the DIMSE message still being decoded is
+    such an object: pynetdicom detaches a complete message before its handler runs (dimse.receive_primitive), so
+    this never touches an object being handled."""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is None:
+        return
+    try:
+        partial.close()
+    except Exception:  # noqa: BLE001 - a half-written file may fail to flush; it is deleted anyway
+        pass
+    try:
+        os.unlink(partial.name)
+    except OSError:
+        pass
+    message._data_set_file = message._data_set_path = None
 
 
 def handle_pdu_recv(event, guard: ConnectionGuard) -> None:
@@ -229,6 +254,8 @@ class StorageSCP:
                  self.cfg.port, ", ".join(sorted(self.policy.calling_aets)) or "any")
 
     def stop(self) -> None:
+        if self.guard is not None:
+            self.guard.cut_all()  # else a silent peer's connection keeps the process alive after stop
         if self._server is not None:
             self._server.shutdown()
             self._server = None

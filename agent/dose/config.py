@@ -16,7 +16,7 @@ STATE_FILE = "dose.db"  # next to the outbox unless state_path says otherwise
 
 
 class DoseConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # TOML has inf and nan
 
     enabled: bool = Field(True, description="Evaluate exposures, keep the history and publish summaries.")
     rules_file: Path | None = Field(None, description="Dose rules TOML (relative to the config file); built-in "

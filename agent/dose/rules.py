@@ -52,7 +52,7 @@ Texts = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_as
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # TOML has inf and nan
 
 
 class ExamCriteria(_Section):

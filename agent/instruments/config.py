@@ -29,7 +29,7 @@ INSTRUMENT_LEVEL_KEYS = ("port", "instrument_id")
 class InstrumentConfig(BaseModel):
     """One serial instrument: `id` (the equipment device_id), `driver`, `port` and optional driver settings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # TOML has inf and nan
 
     id: TopicId = Field(description="Instrument id, used as device_id in equipment/{id} and on every reading.")
     driver: str = Field(description="Driver name, a key of drivers.registry.DRIVERS.")

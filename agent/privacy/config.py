@@ -11,7 +11,7 @@ from agent.privacy.policy import FreeTextMode, TextPolicy, TimeResolution
 
 
 class PrivacyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # TOML has inf and nan
 
     free_text: FreeTextMode = Field("screened", description=(
         "Protocol, body part, view, station and equipment names: 'screened' removes the object's patient "

@@ -1,7 +1,8 @@
 """The QC analyses by test type, and `analyse`, the one entry point a session calls after each exposure.
 
 Each analysis is a pure function of the exposures so far and the limits; it never raises for missing or degenerate
-data (n = 1, zero mAs, a reading without DICOM DAP) but answers "incomplete" with the reason, so the page can show a
+data (n = 1, zero mAs, a reading without DICOM DAP, values whose arithmetic overflows) but answers "incomplete"
+with the reason, so the page can show a
 verdict as soon as one can be computed.
 """
 
@@ -12,6 +13,7 @@ from collections.abc import Callable, Sequence
 from agent.qc.aec import aec_reproducibility, aec_thickness_tracking
 from agent.qc.beam import dap_agreement, kvp_accuracy, timer_accuracy
 from agent.qc.fluoro import fluoro_display_accuracy, fluoro_hvl, fluoro_kvp, fluoro_max_air_kerma_rate
+from agent.qc.criteria import OUT_OF_NUMERIC_RANGE, result
 from agent.qc.hvl import hvl
 from agent.qc.limits import QcLimits
 from agent.qc.mammo import mammo_hvl, mammo_kvp, mammo_output_reproducibility, mammo_phantom_dose
@@ -48,4 +50,8 @@ def analyse(test_type: str, exposures: Sequence[QcExposure], limits: QcLimits | 
         analysis = ANALYSES[test_type]
     except KeyError:
         raise ValueError(f"unknown QC test type {test_type!r}; one of {', '.join(TEST_TYPES)}") from None
-    return analysis(tuple(exposures), limits if limits is not None else QcLimits())
+    limits = limits if limits is not None else QcLimits()
+    try:
+        return analysis(tuple(exposures), limits)
+    except ArithmeticError:  # a sum or mean of finite values overflowed (math.fsum, statistics)
+        return result(test_type, tuple(exposures), limits, reason=OUT_OF_NUMERIC_RANGE)

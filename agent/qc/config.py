@@ -13,7 +13,7 @@ DB_FILE = "qc.db"  # beside the outbox: the sessions and their audit records (ag
 class QcConfig(BaseModel):
     """QC sessions: always on (readings with no open session are published as before); the limits are `[qc.limits]`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # TOML has inf and nan
 
     match_window_s: float = Field(10.0, gt=0, le=600, description="A DICOM exposure event fills the set technique "
                                   "of the meter reading nearest in time within ± this many seconds (the event's "

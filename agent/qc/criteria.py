@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 from agent.qc.limits import CITATIONS, QcLimits
@@ -12,6 +13,11 @@ from agent.qc.quantities import QUANTITY_LABELS, needed
 # limit on paper can come out 1 ulp above it in binary floating point (|0.11 - 0.09| / 0.20 = 0.10000000000000002).
 # Meter readings carry 3-5 significant digits, so a relative slack of 1e-9 cannot turn a real failure into a pass.
 REL_SLACK = 1e-9
+
+# Every input is finite (models.QcExposure refuses NaN and inf), but sums, products and ratios of finite values
+# overflow (1e308 + 1e308) or blow up (a typed-in 1e-320 mAs as divisor). Such a criterion is not a measurement.
+OUT_OF_NUMERIC_RANGE = ("a value is out of numeric range (an overflow, or a division by a value near zero): check "
+                        "the typed-in technique and the readings")
 
 
 def within(value: float, limit: float, comparison: Comparison) -> bool:
@@ -31,16 +37,36 @@ def fmt(x: float) -> str:
 
 def judged(name: str, subject: str, inputs: dict[str, InputValue], value: float, limit: float,
            comparison: Comparison, unit: str, rule: str) -> Criterion:
-    """A criterion that can be decided now."""
+    """A criterion that can be decided now (pending when a computed number is not finite)."""
+    if not (math.isfinite(value) and math.isfinite(limit)) or _non_finite(inputs):
+        return pending(name, subject, inputs, comparison, unit, rule, OUT_OF_NUMERIC_RANGE, value, limit)
     return Criterion(name=name, subject=subject, inputs=inputs, value=value, limit=limit, comparison=comparison,
                      unit=unit, rule=rule, passed=within(value, limit, comparison))
 
 
 def pending(name: str, subject: str, inputs: dict[str, InputValue], comparison: Comparison, unit: str, rule: str,
             reason: str, value: float | None = None, limit: float | None = None) -> Criterion:
-    """A criterion that cannot be decided yet; `reason` says why (shown to the technologist)."""
+    """A criterion that cannot be decided yet; `reason` says why (shown to the technologist). Non-finite numbers
+    are left out (null), so the criterion is always valid JSON."""
+    if _non_finite(inputs):
+        inputs = {key: _finite_or_none(v) for key, v in inputs.items()}
+    value, limit = _finite_or_none(value), _finite_or_none(limit)
     return Criterion(name=name, subject=subject, inputs=inputs, value=value, limit=limit, comparison=comparison,
                      unit=unit, rule=rule, passed=None, reason=reason)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _non_finite(inputs: dict[str, InputValue]) -> bool:
+    return any(isinstance(v, float) and not math.isfinite(v) or
+               isinstance(v, list) and any(isinstance(x, float) and not math.isfinite(x) for x in v)
+               for v in inputs.values())
 
 
 def lacking(exposures: Sequence[QcExposure], attr: str, what: str,

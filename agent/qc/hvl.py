@@ -10,7 +10,8 @@ Mammography: HVL >= kVp/100 mm Al (21 CFR 900.12(e)(5)(iii); unverified here), o
 HVL from attenuation: exposures at one kV with added aluminium (technique `filtration_mm_al`, 0 for the open beam);
 HVL = t1 + (t2 - t1) ln(2 K1 / K0) / ln(K1 / K2), log-linear between the two thicknesses whose air kerma brackets half
 the open-beam value (AAPM Report 25 method). Without a bracket the criterion is incomplete (no extrapolation of
-the attenuation curve).
+the attenuation curve). Air kerma falls with every added millimetre of aluminium: a series where it rises (a thickness
+entered wrong, a reading of another beam) gives no HVL either, naming the two thicknesses.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ def hvl_from_attenuation(series: dict[float, float]) -> Attenuation | str:
         return "no air kerma in the open beam"
     half = k0 / 2
     points = sorted(series.items())
+    for (t1, k1), (t2, k2) in zip(points, points[1:]):
+        if k2 > k1:
+            return (f"air kerma rises from {fmt(t1)} mm to {fmt(t2)} mm Al ({fmt(k1)} to {fmt(k2)} µGy): added "
+                    "aluminium cannot raise it; check the aluminium entered for these exposures and repeat them")
     for (t1, k1), (t2, k2) in zip(points, points[1:]):
         if k1 >= half >= k2 and k1 > k2 > 0:
             return Attenuation(t1 + (t2 - t1) * math.log(2 * k1 / k0) / math.log(k1 / k2), k0, t1, k1, t2, k2)
@@ -127,7 +132,7 @@ def _judge_hvl(subject: str, hvl_mm_al: float | None, kv: float | None, basis: s
         rule = "HVL >= kVp / 100 mm Al (mammography)"
     else:
         rule = "HVL >= minimum at the kV (1020.30(m)(1) table; linear interpolation/extrapolation)"
-    if hvl_mm_al is None or kv is None:
+    if hvl_mm_al is None or not kv:  # a kV of 0 extrapolates the table to a 0 mm minimum: no kV at all
         what = "HVL reading" if hvl_mm_al is None else "kV (measured or indicated)"
         return [pending("hvl_minimum", subject, inputs, ">=", "mm Al", rule, f"no {what}")]
     if limits.hvl_rule == "mammography":

@@ -117,7 +117,7 @@ class QcLimitsError(ValueError):
 class QcLimits(BaseModel):
     """Limits of the QC analyses. Defaults: US federal (21 CFR 1020.30/1020.31) and the reference's common defaults."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # TOML has inf and nan
 
     jurisdiction: str = Field("US federal (21 CFR 1020.30, 1020.31)", description="Label shown with every result.")
 

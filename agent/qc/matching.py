@@ -94,19 +94,25 @@ def nearest(at: datetime, candidates: Iterable[tuple[T, datetime]], window_s: fl
 
 
 def increments(driver: str, quantities: Mapping[str, float], totals: Mapping[str, float],
-               accumulating: frozenset[str] | None = None) -> tuple[dict[str, float], dict[str, float], bool]:
+               accumulating: frozenset[str] | None = None, flags: Iterable[str] = ()
+               ) -> tuple[dict[str, float], dict[str, float | None], bool]:
     """For an accumulating meter: (increase per key since `totals`, the new totals, whether this reading is an
     exposure). Not an exposure: nothing increased, or no previous total is known (the first reading after the agent
     first met the meter only sets the baseline: its total may hold exposures made before). A total that went down
     means the meter was reset: the whole value is the increase. Other meters: ({}, {}, True). `accumulating`: the
-    integrated quantities of this instrument when its driver does not say (a profile's `accumulating` list)."""
+    integrated quantities of this instrument when its driver does not say (a profile's `accumulating` list).
+    A total the meter flagged (over range, error) or that is not finite is no total: its increase is reported (the
+    reading stays an exposure, excluded by its flags) but the baseline is forgotten (None in the new totals), so the
+    next valid total only sets it again; kept, it read as a reset and the next total became a phantom exposure."""
     keys = (ACCUMULATING.get(driver, frozenset()) | (accumulating or frozenset())) & set(quantities)
     if not keys:
         return {}, {}, True
-    new_totals = {key: float(quantities[key]) for key in keys}
+    new_totals: dict[str, float | None] = {key: float(quantities[key]) for key in keys}
+    bad = excluded_by_flags(new_totals, flags)
     if not all(key in totals for key in keys):
-        return {}, new_totals, False
+        return {}, {key: None if key in bad or not math.isfinite(v) else v for key, v in new_totals.items()}, False
     grown = {key: value - totals[key] if value >= totals[key] else value for key, value in new_totals.items()}
+    new_totals = {key: None if key in bad or not math.isfinite(v) else v for key, v in new_totals.items()}
     return grown, new_totals, any(value > 0 for value in grown.values())
 
 

@@ -3,7 +3,9 @@
 fpdf2 rather than a browser's print-to-PDF: it is a small, pure-Python, actively maintained library, so the daemon
 needs no browser on the room PC, starts no extra process under its hardened systemd unit, and renders a report in
 tens of milliseconds with the same output every time. Text uses DejaVu Sans when the system has it (µ, ², ±, ≥ and
-✓ render); otherwise the PDF core font, with characters outside Latin-1 replaced.
+✓ render), with a CJK/Unicode fallback font when one is installed (FALLBACK_FONTS); otherwise the PDF core font.
+A character no loaded font can draw is written as its code point, <U+738B>, never dropped: a signer's name or a
+comment in any script stays in the signed record, recoverable.
 
 Shape of the input: the session dict of QcSessions.session() (plus `review` when signed off); times are shown in the
 session's time zone with their UTC offset.
@@ -20,6 +22,10 @@ from fpdf import FPDF
 from fpdf.fonts import FontFace
 
 FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"),)
+# Fonts for the scripts DejaVu lacks (CJK above all), as Debian/Ubuntu packages install them; the first found is used.
+FALLBACK_FONTS = (Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"),
+                  Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
+                  Path("/usr/share/fonts/truetype/unifont/unifont.ttf"))
 REPLACEMENTS = {"–": "-", "—": "-", "≥": ">=", "≤": "<=", "✓": "yes", "·": ".", "±": "+/-"}
 BODY_PT, SMALL_PT = 8.5, 7.0
 
@@ -49,15 +55,22 @@ class ReportPdf(FPDF):
                 self.unicode = True
                 break
         self.family = "body" if self.unicode else "helvetica"
+        self.drawable: set[int] = set(range(32, 256)) if not self.unicode else set(self.fonts["body"].cmap)
+        for path in FALLBACK_FONTS if self.unicode else ():
+            if path.exists():
+                self.add_font("fallback", "", str(path))
+                self.set_fallback_fonts(["fallback"], exact_match=False)
+                self.drawable |= set(self.fonts["fallback"].cmap)
+                break
 
     def text_of(self, value: Any) -> str:
         """Text the current font can draw."""
         text = "" if value is None else str(value)
-        if self.unicode:
-            return text
-        for old, new in REPLACEMENTS.items():
-            text = text.replace(old, new)
-        return text.encode("latin-1", "replace").decode("latin-1")
+        if not self.unicode:
+            for old, new in REPLACEMENTS.items():
+                text = text.replace(old, new)
+        return "".join(ch if ch in "\n\t" or ord(ch) in self.drawable else
+                       ("" if not ch.isprintable() else f"<U+{ord(ch):04X}>") for ch in text)
 
     def footer(self) -> None:
         self.set_y(-10)

@@ -56,9 +56,11 @@ def _meter_totals(conn: sqlite3.Connection, payload: QcReading,
     is an exposure; the new totals are saved in the same transaction as the reading."""
     rows = conn.execute("SELECT key, value FROM meter_totals WHERE instrument_id = ?", (payload.instrument_id,))
     grown, totals, is_exposure = increments(payload.driver, payload.quantities, {r["key"]: r["value"] for r in rows},
-                                            accumulating)
+                                            accumulating, payload.flags)
     conn.executemany("INSERT OR REPLACE INTO meter_totals (instrument_id, key, value) VALUES (?, ?, ?)",
-                     [(payload.instrument_id, key, value) for key, value in totals.items()])
+                     [(payload.instrument_id, key, value) for key, value in totals.items() if value is not None])
+    conn.executemany("DELETE FROM meter_totals WHERE instrument_id = ? AND key = ?",  # flagged: baseline unknown
+                     [(payload.instrument_id, key) for key, value in totals.items() if value is None])
     return grown, is_exposure
 
 
