@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-import re
 import stat
 import tomllib
 from pathlib import Path
@@ -188,11 +187,9 @@ class DicomConfig(Section):
     @field_validator("not_a_patient")
     @classmethod
     def _valid_patterns(cls, values: list[str]) -> list[str]:
-        for value in values:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+        from agent.dicom.purpose import compiled
+
+        compiled(tuple(values))  # ValueError naming a pattern RE2 cannot compile
         return values
 
     @model_validator(mode="after")

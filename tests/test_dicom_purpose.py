@@ -107,3 +107,21 @@ def test_weight_and_size_as_sent_and_only_with_age_and_sex():
 def test_placeholder_and_impossible_weights_and_sizes_are_unknown(weight, size):
     (event,) = extract(roundtrip(make_dx(extra={"PatientWeight": weight, "PatientSize": size})), CTX).events
     assert (event.patient_weight_kg, event.patient_size_m) == (None, None)
+
+
+def test_not_a_patient_patterns_match_in_linear_time_and_lookaround_is_refused():
+    """The texts come from the modality: a pattern that backtracks catastrophically in Python's engine must not stall
+    the intake (RE2), and a pattern RE2 cannot run is a config error naming the key."""
+    import time
+
+    from agent.config import DicomConfig
+    from agent.dicom import purpose
+
+    slow = ("(a+)+$",)
+    started = time.perf_counter()
+    assert not purpose.matches("a" * 5000 + "!", slow)
+    assert time.perf_counter() - started < 1.0
+    with pytest.raises(ValueError, match="RE2"):
+        DicomConfig(not_a_patient=["(?<![a-z])phantom"])
+    assert purpose.matches("Chest PHANTOM 5", purpose.DEFAULT_NOT_A_PATIENT)
+    assert not purpose.matches("Elephantom", purpose.DEFAULT_NOT_A_PATIENT[:1])
