@@ -25,7 +25,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MODALITY_AET, AGENT_AET = "DR_ROOM3", "XRAYAGENT"
 OBJECTS, EVENTS_PER_OBJECT = 30, 60
-OUTBOX_BYTES = 1024 * 1024
+# Room for about 15 of the 30 reports in the DICOM share (55 % of max_bytes, [outbox.shares]): refused once full, not
+# before, and the rest acknowledged after the broker drained it.
+OUTBOX_BYTES = 2 * 1024 * 1024
 STORESCU_ENV = dict(os.environ, TCP_NODELAY="1")  # see test_dicom_kill.py: dcmtk leaves Nagle on otherwise
 GENERATED_UID = re.compile(rb"1\.2\.826\.0\.1\.3680043\.8\.498\.[0-9.]+")  # pydicom's generate_uid()
 
