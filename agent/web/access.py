@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter
 from typing import Iterable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from flask import Response, g, jsonify, redirect, request
 from prometheus_client.core import CounterMetricFamily
@@ -96,7 +96,9 @@ class Access:
                                                  "contents of web.token_file")
             if self._wants_page():
                 self.refused["auth"] += 1
-                return redirect(f"/login?next={request.full_path.rstrip('?')}", 303)
+                # the path as requested, percent-encoded: a decoded CR/LF or space must not reach the header
+                target = quote(request.full_path.rstrip("?"), safe="/?&=%:@!$'()*+,;~-._")
+                return redirect(f"/login?next={quote(target, safe='/')}", 303)
             return self._refuse("auth", 401, "sign in at /login, or send 'Authorization: Bearer TOKEN' with the "
                                              "contents of web.token_file")
         g.xray_principal = principal

@@ -1,0 +1,64 @@
+"""Hostile spellings of a patient's identifiers in free text: the ways a label can carry a name, an id or a birth
+date that a naive tokenizer misses (invisible characters, combining marks, look-alike letters, separators inside a
+name or an id, Unicode dashes and full-width digits, a record number split in groups). Each must be screened."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.privacy.screen import Identifiers, fold, screen
+
+IDS = Identifiers.of(["Zebedee^Quincy", "AB12CD", "ACC-88123-XZ"], ["19600201"])
+CYRILLIC_E = "\u0435"
+
+
+def leaks(published: str | None) -> list[str]:
+    """Planted values still readable in `published` (case, accents, look-alikes and invisible characters ignored)."""
+    folded = fold(published or "").replace(" ", "").replace("-", "")
+    return [v for v in ("zebedee", "quincy", "ab12cd", "19600201", "0201", "12345678") if v in folded]
+
+
+@pytest.mark.parametrize("text", [
+    "Chest Z\u200bebedee", "Zebe\u00addee Chest", "Zebe\u2060dee Chest", "Zeb\u0301edee Chest",  # invisible / marks
+    f"Chest Z{CYRILLIC_E}b{CYRILLIC_E}d{CYRILLIC_E}{CYRILLIC_E}", "Chest Qu\u0456ncy",  # look-alike letters
+    "\uff3a\uff45\uff42\uff45\uff44\uff45\uff45 Chest",  # full-width letters
+])
+def test_invisible_characters_marks_and_look_alikes_do_not_hide_a_name(text):
+    result = screen(text, IDS)
+    assert result.changed and not leaks(result.text), result.text
+    assert "chest" in fold(result.text or "")
+
+
+@pytest.mark.parametrize("text", [
+    "Zebe-dee Chest", "Chest Z e b e d e e", "Chest Q.u.i.n.c.y", "AB-12-CD chest", "Chest AB 12 CD",
+    "Zebe-dee_Thorax",
+])
+def test_separators_inside_a_name_or_an_id_do_not_hide_it(text):
+    result = screen(text, IDS)
+    assert result.changed and not leaks(result.text), result.text
+
+
+@pytest.mark.parametrize("text", [
+    "Chest 1960\u201002\u201001", "Chest 1960\u221202\u221201", "Chest \uff11\uff19\uff16\uff10\uff0d\uff10\uff12\uff0d"
+    "\uff10\uff11", "Chest 01\u201302\u20131960", "Chest 1234 5678", "Chest 1234-5678",
+])
+def test_dates_and_numbers_in_unicode_spellings_or_groups_go(text):
+    other = Identifiers.of(["Doe^Jane"])  # the date is not this patient's: the date-like and number rules apply
+    for ids in (IDS, other):
+        result = screen(text, ids)
+        assert result.changed and fold(result.text or "") == "chest", result.text
+
+
+@pytest.mark.parametrize("text", ["Fluoro 7.5 p/s", "L4-5 lat", "Knee 2 views", "C1/C2 AP", "Stitching (3) 2 views",
+                                  "Decubitus 1", "XR-ROOM-3", "Pédiatrie thorax", "Грудная клетка",
+                                  "Thorax \u0915\u094d\u0937"])
+def test_clinical_labels_in_any_script_stay_as_sent(text):
+    result = screen(text, IDS)
+    assert not result.changed and result.text == text
+
+
+def test_a_name_written_with_combining_marks_in_the_identifiers_is_still_found():
+    ids = Identifiers.of(["Jose\u0301phine^Mu\u0308ller"])
+    for text in ("Chest Joséphine", "Müller knee", "Chest JOSEPHINE", "Mueller"[:0] + "MULLER knee"):
+        result = screen(text, ids)
+        assert result.changed and "joseph" not in fold(result.text or "") and "mull" not in fold(result.text or "")

@@ -1,0 +1,51 @@
+"""Attacks on the web server's sign-in and access rules that a hostile page or link would try (Flask's test client;
+the browser-level checks are in test_qc_web_access.py)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.test_web_access import LOCAL, PUBLIC, REMOTE, TOKEN, app  # noqa: F401 - the fixture
+
+
+def sign_in(client, next_value: str):
+    form = client.get("/login", base_url=PUBLIC, environ_base=REMOTE).get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([0-9a-f]+)"', form).group(1)
+    return client.post("/login", base_url=PUBLIC, environ_base=REMOTE, headers={"Origin": PUBLIC},
+                       data={"token": TOKEN, "csrf_token": csrf, "next": next_value})
+
+
+# Browsers drop tab, CR and LF from a URL (WHATWG URL parser) and read "\" as "/": each of these is //evil.example.
+@pytest.mark.parametrize("next_value", ["/\t/evil.example/x", "/\n/evil.example/x", "/\r/evil.example/x",
+                                        "/\\evil.example/x", "\t//evil.example/x", "/\u3000/evil.example",
+                                        "https://evil.example/x", "/%2F/evil.example"])
+def test_sign_in_never_redirects_off_this_server(app, next_value):  # noqa: F811
+    answer = sign_in(app.test_client(), next_value)
+    assert answer.status_code == 303, answer.status_code
+    location = answer.headers["Location"]
+    assert location.startswith("/") and not location.startswith(("//", "/\\")), location
+    assert not re.search(r"[\x00-\x20\x7f\\]", location), location
+
+
+def test_an_ordinary_next_path_with_its_query_is_kept(app):  # noqa: F811
+    answer = sign_in(app.test_client(), "/qc/sessions?id=ab-12&x=1")
+    assert answer.status_code == 303 and answer.headers["Location"] == "/qc/sessions?id=ab-12&x=1"
+
+
+def test_the_sign_in_form_does_not_echo_a_hostile_next(app):  # noqa: F811
+    form = app.test_client().get("/login", base_url=LOCAL, query_string={"next": "/\t/evil.example"}).get_data(
+        as_text=True)
+    assert "evil.example" not in form
+
+
+def test_a_hostile_path_is_sent_to_sign_in_not_a_server_error(app):  # noqa: F811
+    client = app.test_client()
+    for path in ("/qc%0d%0aX-Evil:%201", "/qc%09x", "/qc/%E2%80%AE"):
+        answer = client.get(path, base_url=PUBLIC, environ_base=REMOTE, headers={"Accept": "text/html"})
+        assert answer.status_code == 303, (path, answer.status_code)
+        assert "X-Evil" not in answer.headers and not re.search(r"[\x00-\x20\x7f]", answer.headers["Location"])
+    back = client.get("/qc/sessions?id=7", base_url=PUBLIC, environ_base=REMOTE, headers={"Accept": "text/html"})
+    assert back.headers["Location"] == "/login?next=/qc/sessions%3Fid%3D7"
+    assert sign_in(client, "/qc/sessions?id=7").headers["Location"] == "/qc/sessions?id=7"
