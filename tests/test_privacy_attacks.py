@@ -95,3 +95,30 @@ def test_a_name_disguised_any_of_these_ways_is_removed(name, data):
     assert fold(name) not in "".join(ch for ch in left if ch.isalnum()).replace("chest", "").replace("pa", ""), (
         disguised, result.text)
     assert left.split()[:1] == ["chest"] or fold(name) in "chestpa", result.text
+
+
+# --- through extraction: what the object's reader hands the screen --------------------------------------------------
+
+def _extracted(ds):
+    from agent.dicom.extract import extract
+    from tests.dicom_factory import make_context, roundtrip
+    return extract(roundtrip(ds), make_context()).events[0]
+
+
+def test_a_name_at_the_length_cut_does_not_survive_as_a_fragment():
+    from tests.dicom_factory import make_dx
+    for pad in range(118, 128):  # the name straddles the 128-character cut at every position
+        protocol = ("Thorax " * 20)[:pad - 1] + " Zebedee"
+        event = _extracted(make_dx(protocol=protocol))
+        assert event.protocol and not event.protocol.rstrip().endswith(("Z", "Ze", "Zeb", "Zebe", "Zebed", "Zebede")), (
+            pad, event.protocol[-12:])
+
+
+def test_every_other_patient_id_is_looked_for_however_many_there_are():
+    from tests.dicom_factory import make_dx
+    others = [f"HOSP{n:02d}-QX{n:02d}" for n in range(12)]  # 12 ids of 11 characters: more than 128 joined
+    ds = make_dx(protocol=f"Chest {others[-1]} PA")
+    ds.OtherPatientIDs = others
+    event = _extracted(ds)
+    assert "QX11" not in (event.protocol or "") and "HOSP11" not in (event.protocol or ""), event.protocol
+    assert event.protocol == "Chest PA"

@@ -20,9 +20,15 @@ IDENTIFIER_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "OtherPati
 ITEM_KEYWORDS = {"OtherPatientIDsSequence": "PatientID", "RequestAttributesSequence": "AccessionNumber"}
 
 
+# Identifiers are read whole, not at the labels' length cap: Other Patient IDs with a dozen values, or a name with its
+# ideographic and phonetic groups, is longer than a label, and a value cut off would not be looked for. The bound
+# only caps the work a malformed object can cause (a name or id past it is not looked for).
+IDENTIFIER_MAX_CHARS = 1024  # 16 values of 64 characters (LO, PN component group: PS3.5 6.2)
+
+
 def patient_identifiers(ds: Dataset) -> Identifiers:
     """The identifier components of `ds` (multi-valued names and ids give each value's components)."""
-    values = [read_text(ds, keyword) for keyword in IDENTIFIER_KEYWORDS]
+    values = [read_text(ds, keyword, IDENTIFIER_MAX_CHARS) for keyword in IDENTIFIER_KEYWORDS]
     for sequence, keyword in ITEM_KEYWORDS.items():
-        values += [read_text(item, keyword) for item in read_items(ds, sequence)]
+        values += [read_text(item, keyword, IDENTIFIER_MAX_CHARS) for item in read_items(ds, sequence)]
     return Identifiers.of(values, [read_text(ds, "PatientBirthDate")])

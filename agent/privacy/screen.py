@@ -43,6 +43,7 @@ FRAGMENT_MIN_CHARS = 4  # a token this long cut out of a number-bearing identifi
 COMPONENT_MIN_CHARS = 2  # single letters (initials) identify no one and would remove "L", "R", "A"
 NUMBER_RUN_MIN_DIGITS = 5
 GAP_MAX_CHARS = 3  # separators this short between tokens may hide an identifier typed in parts ("AB 12 CD")
+RUN_MAX_CHARS = 64
 NUMBER_GAPS = frozenset(" -")  # digit groups these join are one number ("1234 5678"); "7.5" is a decimal
 
 TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
@@ -129,7 +130,9 @@ class Identifiers:
     _longest: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_longest", max(map(len, self.components), default=0))
+        # a run longer than any identifier value (LO and PN component groups hold 64 characters, PS3.5 6.2) cannot
+        # equal one: this bounds the runs read, whatever a malformed object carries
+        object.__setattr__(self, "_longest", min(max(map(len, self.components), default=0), RUN_MAX_CHARS))
         object.__setattr__(self, "_long", tuple(c for c in self.components if len(c) >= CONTAINS_MIN_CHARS))
         # components are runs of letters and digits: one that is not all letters has a digit
         object.__setattr__(self, "_numbered", tuple(c for c in self.components if not c.isalpha()))
