@@ -122,3 +122,39 @@ def test_every_other_patient_id_is_looked_for_however_many_there_are():
     event = _extracted(ds)
     assert "QX11" not in (event.protocol or "") and "HOSP11" not in (event.protocol or ""), event.protocol
     assert event.protocol == "Chest PA"
+
+
+# --- the journal: exception messages over several lines -----------------------------------------------------------
+
+def test_an_indented_line_of_an_exception_message_is_redacted_like_its_first(caplog):
+    import logging
+
+    from pydantic import BaseModel, ValidationError
+
+    from agent.privacy import redact as redact_module
+
+    class Reading(BaseModel):
+        kvp: int
+
+    typed = "Zebedee^Quixotica 7Q4471150"  # the source line shows the variable, not the value
+    redact_module.install()
+    try:
+        try:  # pydantic quotes the input on an indented line: "  Input should be ... input_value='...'"
+            Reading(kvp=typed)
+        except ValidationError:
+            logging.getLogger("agent.dicom.intake").exception("could not build the payload")
+        message = "bad label:\n    'Zebedee^Quixotica'\n  File \"x.py\", line 1\n    '19580317'"  # poses as a frame
+        try:
+            try:
+                raise ValueError(message)
+            except ValueError as exc:
+                exc.add_note("  value: " + repr(typed.replace("Zebedee", "Marguerite")))
+                raise KeyError(typed) from exc
+        except KeyError:
+            logging.getLogger("agent.dicom.intake").exception("could not read a label")
+    finally:
+        redact_module.uninstall()
+    assert "Reading(kvp=typed)" in caplog.text and "raise ValueError(message)" in caplog.text, "source lines stay"
+    assert "The above exception was the direct cause" in caplog.text and "KeyError: …" in caplog.text
+    for planted in ("Zebedee", "7Q4471150", "19580317", "Marguerite"):
+        assert planted not in caplog.text, planted
