@@ -158,3 +158,29 @@ def test_an_indented_line_of_an_exception_message_is_redacted_like_its_first(cap
     assert "The above exception was the direct cause" in caplog.text and "KeyError: …" in caplog.text
     for planted in ("Zebedee", "7Q4471150", "19580317", "Marguerite"):
         assert planted not in caplog.text, planted
+
+
+@pytest.mark.parametrize("keyword, value", [
+    ("StudyID", "QX77Z"), ("AdmissionID", "ADM-Q7Z"), ("RequestedProcedureID", "RP9QZ"),
+    ("PerformedProcedureStepID", "PPS7QZ"), ("ResponsiblePerson", "Quennell^Ottoline"),
+    ("PatientTelephoneNumbers", "QZ-7781"), ("PatientAddress", "12 Quillwort Lane"),
+    ("MedicalRecordLocator", "MRL-QZ7"),
+])
+def test_other_identifiers_of_the_visit_and_the_patient_are_looked_for(keyword, value):
+    from tests.dicom_factory import make_dx
+    planted = value.split("^")[0].split()[-1]
+    ds = make_dx(protocol=f"Chest {planted} PA")
+    setattr(ds, keyword, value)
+    event = _extracted(ds)
+    assert event.protocol == "Chest PA", (keyword, event.protocol)
+
+
+def test_identifiers_inside_the_request_attributes_are_looked_for():
+    from pydicom import Dataset
+
+    from tests.dicom_factory import make_dx
+    item = Dataset()
+    item.AccessionNumber, item.RequestedProcedureID, item.ScheduledProcedureStepID = "ACQZ7", "RPQZ8", "SPSQZ9"
+    ds = make_dx(protocol="Chest ACQZ7 RPQZ8 SPSQZ9 PA")
+    ds.RequestAttributesSequence = [item]
+    assert _extracted(ds).protocol == "Chest PA"
