@@ -49,3 +49,22 @@ def test_a_hostile_path_is_sent_to_sign_in_not_a_server_error(app):  # noqa: F81
     back = client.get("/qc/sessions?id=7", base_url=PUBLIC, environ_base=REMOTE, headers={"Accept": "text/html"})
     assert back.headers["Location"] == "/login?next=/qc/sessions%3Fid%3D7"
     assert sign_in(client, "/qc/sessions?id=7").headers["Location"] == "/qc/sessions?id=7"
+
+
+def test_guessing_the_token_is_slowed_per_address_and_others_can_still_sign_in(app):  # noqa: F811
+    from agent.web.access import LOGIN_FAILURES_MAX
+
+    client = app.test_client()
+    form = client.get("/login", base_url=PUBLIC, environ_base=REMOTE).get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([0-9a-f]+)"', form).group(1)
+
+    def attempt(token, remote=REMOTE):
+        return client.post("/login", base_url=PUBLIC, environ_base=remote, headers={"Origin": PUBLIC},
+                           data={"token": token, "csrf_token": csrf})
+
+    answers = [attempt(f"guess-{n:040d}").status_code for n in range(LOGIN_FAILURES_MAX + 5)]
+    assert answers[:LOGIN_FAILURES_MAX] == [401] * LOGIN_FAILURES_MAX and set(answers[LOGIN_FAILURES_MAX:]) == {429}
+    limited = attempt(TOKEN)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0, "even the right token waits"
+    assert attempt(TOKEN, {"REMOTE_ADDR": "10.9.8.6"}).status_code == 303, "another address is not locked out"
+    assert app.extensions["xray_agent_access"].refused["login-limit"] == 6  # xray_agent_web_refused_total

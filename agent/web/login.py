@@ -62,7 +62,11 @@ def sign_in():
     if not access.same_origin() or not access.csrf_ok(request.form.get(CSRF_FIELD), LOGIN_PURPOSE):
         access.refused["origin"] += 1
         return _form("This form must be sent from this server's own sign-in page: reload it and try again.", 403)
-    sid = access.sign_in(request.form.get("token", ""))
+    wait_s = access.login_retry_after(request.remote_addr)
+    if wait_s:
+        html, status = _form(f"Too many wrong tokens from this address: try again in {wait_s} s.", 429)
+        return html, status, {"Retry-After": str(wait_s)}
+    sid = access.sign_in(request.form.get("token", ""), request.remote_addr)
     if sid is None:
         return _form("That is not this room's token.", 401)
     response = redirect(_next_path(), 303)
