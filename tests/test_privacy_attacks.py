@@ -45,7 +45,8 @@ def test_separators_inside_a_name_or_an_id_do_not_hide_it(text):
 
 @pytest.mark.parametrize("text", [
     "Chest 1960\u201002\u201001", "Chest 1960\u221202\u221201", "Chest \uff11\uff19\uff16\uff10\uff0d\uff10\uff12\uff0d"
-    "\uff10\uff11", "Chest 01\u201302\u20131960", "Chest 1234 5678", "Chest 1234-5678",
+    "\uff10\uff11", "Chest 01\u201302\u20131960", "Chest 1234 5678", "Chest 1234-5678", "Chest 1 2 1960",
+    "Chest 12 34 56 78",
 ])
 def test_dates_and_numbers_in_unicode_spellings_or_groups_go(text):
     other = Identifiers.of(["Doe^Jane"])  # the date is not this patient's: the date-like and number rules apply
@@ -55,7 +56,8 @@ def test_dates_and_numbers_in_unicode_spellings_or_groups_go(text):
 
 
 @pytest.mark.parametrize("text", ["Fluoro 7.5 p/s", "L4-5 lat", "Knee 2 views", "C1/C2 AP", "Stitching (3) 2 views",
-                                  "Decubitus 1", "XR-ROOM-3", "Pédiatrie thorax", "Грудная клетка",
+                                  "Decubitus 1", "XR-ROOM-3", "Stitching 1 2 3 4 5", "CHEST PA 180CM",
+                                  "Hand d.p. links", "Fluoro 7.5 p/s 15 fps", "Pédiatrie thorax", "Грудная клетка",
                                   "Thorax \u0915\u094d\u0937"])
 def test_clinical_labels_in_any_script_stay_as_sent(text):
     result = screen(text, IDS)
@@ -184,3 +186,13 @@ def test_identifiers_inside_the_request_attributes_are_looked_for():
     ds = make_dx(protocol="Chest ACQZ7 RPQZ8 SPSQZ9 PA")
     ds.RequestAttributesSequence = [item]
     assert _extracted(ds).protocol == "Chest PA"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Thorax L4-5-2000-01-01", "Thorax L4-5"),  # a date glued to a spine level: the level stays
+    ("Thorax AA-01 Jan 2000", "Thorax"), ("Thorax 2000-01-02-02 Jan 2000", "Thorax"),
+    ("Thorax 0000 2 views", "Thorax 2 views"),  # a count next to a removed id stays
+])
+def test_dates_and_counts_next_to_other_tokens(text, expected):
+    ids = Identifiers.of(["AA^BB", "0000"], ["20000101"])
+    assert screen(text, ids).text == expected

@@ -20,8 +20,9 @@ The rule, applied to `text` with the object's `Identifiers`:
    "AB-12-CD"); a run joined by single punctuation marks ("Zebe-dee_Thorax") also when it contains a long component.
 3. Unless `keep_numbers` (serial numbers, model names), a token holding a run of NUMBER_RUN_MIN_DIGITS or more digits
    is removed (a record or accession number the object does not carry; digits in groups joined by single spaces or
-   dashes count together: "1234 5678"), and so is anything date-like (1958-03-17,
-   17.03.1958, 17/3/58, 03/1958, 17 Mar 1958, March 17, 1958): dates identify together with the other fields.
+   dashes count together, "1234 5678", "12 34 56 78"; a single digit is a count), and so is anything date-like
+   (1958-03-17, 17.03.1958, 17/3/58, 17 3 1958, 03/1958, 17 Mar 1958, March 17, 1958): dates identify together with
+   the other fields.
 4. Separators left dangling where tokens were removed are tidied; what remains is the screened label (normalized),
    or None when nothing clinical is left. A label from which nothing was removed is returned exactly as sent. The
    rule is applied again to its own result until nothing more goes (a removal can bring the parts of an identifier
@@ -54,7 +55,9 @@ _MONTH = rf"(?:{MONTHS})\.?"
 DATE_LIKE = re.compile(
     r"(?<![^\W_])(?:"
     r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"  # 1958-03-17, 17.03.1958, 17/3/58
-    r"|\d{1,2}[./-](?:19|20)\d{2}|(?:19|20)\d{2}[./-]\d{1,2}"  # 03/1958, 1958-03
+    r"|(?<!\d[./-])\d{1,2}[./-](?:19|20)\d{2}"  # 03/1958; not "5-2000" of "L4-5-2000-01-01"
+    r"|(?:19|20)\d{2}[./-]\d{1,2}"  # 1958-03
+    r"|\d{1,2} \d{1,2} (?:19|20)\d{2}|(?:19|20)\d{2} \d{1,2} \d{1,2}"  # 17 3 1958, 1958 3 17
     rf"|\d{{1,2}}(?:st|nd|rd|th)?[ ./-]*{_MONTH}[ ./-]*(?:\d{{2,4}})?"  # 17 Mar 1958, 17-mar-58, 17Mar
     rf"|{_MONTH}[ ./-]*\d{{1,2}}(?:st|nd|rd|th)?,?[ ./-]*(?:\d{{2,4}})?"  # March 17, 1958
     rf"|{_MONTH}[ ./-]*(?:19|20)\d{{2}}"  # Mar 1958
@@ -185,34 +188,44 @@ def _identifying(folded: str, ids: Identifiers) -> bool:
             and any(folded in component for component in ids._numbered))
 
 
-def _run_identifying(joined: str, compound: bool, ids: Identifiers) -> bool:
-    """Rule 2 for the joined letters and digits of a run of tokens (`compound`: joined by single punctuation)."""
+def _run_identifying(joined: str, compound: bool, ids: Identifiers) -> str | None:
+    """Rule 2 for the joined letters and digits of a run of tokens (`compound`: joined by single punctuation):
+    "whole" when the run is an identifier or a fragment of one, "contains" when it holds one, else None."""
     if len(joined) < FRAGMENT_MIN_CHARS:
-        return False
-    if joined in ids.components or (compound and any(component in joined for component in ids._long)):
-        return True
-    return not joined.isalpha() and any(joined in component for component in ids._numbered)
+        return None
+    if joined in ids.components or (not joined.isalpha() and any(joined in c for c in ids._numbered)):
+        return "whole"
+    return "contains" if compound and any(component in joined for component in ids._long) else None
+
+
+def _group(token: str) -> bool:
+    """A group of a number typed in groups: two digits or more ("2" of "0000 2 views" is a count)."""
+    return len(token) >= 2 and token.isdigit()
 
 
 def _runs(text: str, spans: list[tuple[int, int]], folded: list[str], ids: Identifiers,
-          keep_numbers: bool) -> list[tuple[int, int]]:
-    """(first, last) token indexes of the shortest runs of two or more tokens that identify (rule 2) or are a number
-    in groups (rule 3)."""
+          keep_numbers: bool) -> list[tuple[int, int, bool]]:
+    """(first, last, whole) token indexes of the shortest runs of two or more tokens that identify (rule 2), or are
+    a number in groups (rule 3); `whole` is False for a run that only contains an identifier component."""
     runs = []
     for first in range(len(spans) - 1):
         joined, compound = folded[first], True
-        digits = len(joined) if joined.isdigit() else -1  # -1: the run is not digit groups
+        before = text[spans[first - 1][1]:spans[first][0]] if first else " "
+        glued = len(before) == 1 and not before.isspace()  # "5" of "L4-5" is part of a word, not a number's start
+        digits = len(joined) if _group(joined) and not glued else -1  # -1: the run is not digit groups
         for last in range(first + 1, len(spans)):
             gap = text[spans[last - 1][1]:spans[last][0]]
             if len(gap) > GAP_MAX_CHARS or len(joined) - len(folded[first]) > ids._longest + GAP_MAX_CHARS:
                 break
             compound = compound and len(gap) == 1 and not gap.isspace()
             joined += folded[last]
-            grouped = digits >= 0 and folded[last].isdigit() and gap in NUMBER_GAPS
+            grouped = digits >= 0 and _group(folded[last]) and gap in NUMBER_GAPS
             digits = digits + len(folded[last]) if grouped else -1
-            if _run_identifying(joined, compound, ids) or (
-                    not keep_numbers and digits >= NUMBER_RUN_MIN_DIGITS):
-                runs.append((first, last))
+            if not keep_numbers and digits >= NUMBER_RUN_MIN_DIGITS:
+                runs.append((first, last, True))
+                break
+            if kind := _run_identifying(joined, compound, ids):
+                runs.append((first, last, kind == "whole"))
                 break
             if digits < 0 and not ids:
                 break
@@ -252,10 +265,10 @@ def _screen_once(text: str, ids: Identifiers, keep_numbers: bool) -> str | None:
     hits = {index for index, token in enumerate(folded)
             if _identifying(token, ids) or (not keep_numbers and NUMBER_RUN.search(token))}
     runs, single = _runs(text, tokens, folded, ids, keep_numbers), frozenset(hits)
-    for first, last in runs:  # only the shortest: "Chest-Zebe-dee" loses "Zebe-dee", not "Chest"
-        inner = any(first <= index <= last for index in single) or any(
-            (f, l) != (first, last) and first <= f and l <= last for f, l in runs)
-        if not inner:
+    for first, last, whole in runs:  # a run that contains a component goes only when nothing shorter in it does:
+        inner = any(first <= index <= last for index in single) or any(  # "Chest-Zebe-dee" keeps "Chest"
+            (f, l) != (first, last) and first <= f and l <= last for f, l, _ in runs)
+        if whole or not inner:  # an identifier or a number goes whole: "2000-01-01" with the birth year in it
             hits.update(range(first, last + 1))
     spans += [tokens[index] for index in hits]
     if not spans:
