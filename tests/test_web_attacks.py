@@ -68,3 +68,22 @@ def test_guessing_the_token_is_slowed_per_address_and_others_can_still_sign_in(a
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0, "even the right token waits"
     assert attempt(TOKEN, {"REMOTE_ADDR": "10.9.8.6"}).status_code == 303, "another address is not locked out"
     assert app.extensions["xray_agent_access"].refused["login-limit"] == 6  # xray_agent_web_refused_total
+
+
+def test_a_csrf_token_of_one_session_does_not_work_in_another(app):  # noqa: F811
+    from tests.test_web_access import token_of
+
+    tokens, clients = [], []
+    for _ in range(2):
+        client = app.test_client()
+        assert sign_in(client, "/qc").status_code == 303
+        tokens.append(token_of(client.get("/qc", base_url=PUBLIC, environ_base=REMOTE).get_data(as_text=True)))
+        clients.append(client)
+    assert tokens[0] != tokens[1]
+    post = lambda client, token: client.post("/api/thing", base_url=PUBLIC, environ_base=REMOTE, json={},  # noqa: E731
+                                             headers={"Origin": PUBLIC, "X-CSRF-Token": token})
+    assert post(clients[0], tokens[1]).status_code == 403 and post(clients[1], tokens[0]).status_code == 403
+    assert post(clients[0], tokens[0]).status_code == 200
+    assert clients[0].post("/logout", base_url=PUBLIC, environ_base=REMOTE, headers={"Origin": PUBLIC},
+                           data={"csrf_token": tokens[0]}).status_code == 303
+    assert post(clients[0], tokens[0]).status_code == 401, "signed out"
