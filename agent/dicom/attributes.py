@@ -62,7 +62,8 @@ def read_text(ds: Dataset, keyword: str, max_chars: int = TEXT_MAX_CHARS) -> str
 def clean_text(text: str | None, max_chars: int = TEXT_MAX_CHARS) -> str | None:
     """Strip padding and control characters, cap the length; None when nothing is left. The cut never splits a word:
     a word cut in two ("Zebe" of a name) is a fragment no screen recognises, so the part before the cut goes too."""
-    kept = "".join(char for char in (text or "") if char.isprintable()).strip()
+    text = text or ""
+    kept = (text if text.isprintable() else "".join(char for char in text if char.isprintable())).strip()
     if len(kept) > max_chars:
         cut = max_chars
         while cut > 0 and _word_char(kept[cut]) and _word_char(kept[cut - 1]):

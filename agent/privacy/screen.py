@@ -25,8 +25,8 @@ The rule, applied to `text` with the object's `Identifiers`:
    the other fields.
 4. Separators left dangling where tokens were removed are tidied; what remains is the screened label (normalized),
    or None when nothing clinical is left. A label from which nothing was removed is returned exactly as sent. The
-   rule is applied again to its own result until nothing more goes (a removal can bring the parts of an identifier
-   together).
+   rule is applied again to its own tidied result until nothing more goes (tidying can bring the parts of an
+   identifier together).
 
 `screen` reports whether anything was removed; it never returns or logs the removed text.
 """
@@ -131,6 +131,10 @@ class Identifiers:
     _long: tuple[str, ...] = field(init=False, repr=False, compare=False, default=())
     _numbered: tuple[str, ...] = field(init=False, repr=False, compare=False, default=())
     _longest: int = field(init=False, repr=False, compare=False, default=0)
+    # The same, for fast search: one pattern of the long components, the number-bearing ones joined by NUL (a token
+    # has no NUL, so "token in blob" is "token in one of them").
+    _long_re: re.Pattern | None = field(init=False, repr=False, compare=False, default=None)
+    _numbered_blob: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
         # a run longer than any identifier value (LO and PN component groups hold 64 characters, PS3.5 6.2) cannot
@@ -139,6 +143,10 @@ class Identifiers:
         object.__setattr__(self, "_long", tuple(c for c in self.components if len(c) >= CONTAINS_MIN_CHARS))
         # components are runs of letters and digits: one that is not all letters has a digit
         object.__setattr__(self, "_numbered", tuple(c for c in self.components if not c.isalpha()))
+        if self._long:
+            longest_first = sorted(self._long, key=len, reverse=True)
+            object.__setattr__(self, "_long_re", re.compile("|".join(map(re.escape, longest_first))))
+        object.__setattr__(self, "_numbered_blob", "\x00".join(self._numbered))
 
     @classmethod
     def of(cls, values: Iterable[str | None], birth_dates: Iterable[str | None] = ()) -> "Identifiers":
@@ -182,10 +190,10 @@ class Screened:
 
 def _identifying(folded: str, ids: Identifiers) -> bool:
     """Rule 2 for one folded token."""
-    if folded in ids.components or any(component in folded for component in ids._long):
+    if folded in ids.components or (ids._long_re is not None and ids._long_re.search(folded)):
         return True
     return (len(folded) >= FRAGMENT_MIN_CHARS and not folded.isalpha()  # a token has letters and digits only
-            and any(folded in component for component in ids._numbered))
+            and folded in ids._numbered_blob)
 
 
 def _run_identifying(joined: str, compound: bool, ids: Identifiers) -> str | None:
@@ -193,9 +201,9 @@ def _run_identifying(joined: str, compound: bool, ids: Identifiers) -> str | Non
     "whole" when the run is an identifier or a fragment of one, "contains" when it holds one, else None."""
     if len(joined) < FRAGMENT_MIN_CHARS:
         return None
-    if joined in ids.components or (not joined.isalpha() and any(joined in c for c in ids._numbered)):
+    if joined in ids.components or (not joined.isalpha() and joined in ids._numbered_blob):
         return "whole"
-    return "contains" if compound and any(component in joined for component in ids._long) else None
+    return "contains" if compound and ids._long_re is not None and ids._long_re.search(joined) else None
 
 
 def _group(token: str) -> bool:
@@ -221,6 +229,8 @@ def _runs(text: str, spans: list[tuple[int, int]], folded: list[str], ids: Ident
             joined += folded[last]
             grouped = digits >= 0 and _group(folded[last]) and gap in NUMBER_GAPS
             digits = digits + len(folded[last]) if grouped else -1
+            if digits < 0 and not compound and len(joined) > ids._longest:
+                break  # too long to equal an identifier or be a fragment of one, and no number
             if not keep_numbers and digits >= NUMBER_RUN_MIN_DIGITS:
                 runs.append((first, last, True))
                 break
@@ -247,12 +257,13 @@ def screen(text: str | None, ids: Identifiers, *, keep_numbers: bool = False) ->
     """Apply the module's rule to one label. Pure; `text` None gives Screened(None, False)."""
     if not text:
         return Screened(text or None, False)
-    screened = _screen_once(normalize(text), ids, keep_numbers)
-    if screened is None:
+    blanked = _screen_once(normalize(text), ids, keep_numbers)
+    if blanked is None:
         return Screened(text, False)
-    while (again := _screen_once(screened, ids, keep_numbers)) is not None:
-        screened = again  # each pass removes at least one token: this ends
-    return Screened(_tidy(screened), True)
+    screened = _tidy(blanked)
+    while screened is not None and (blanked := _screen_once(screened, ids, keep_numbers)) is not None:
+        screened = _tidy(blanked)  # each pass removes at least one token: this ends
+    return Screened(screened, True)
 
 
 def _screen_once(text: str, ids: Identifiers, keep_numbers: bool) -> str | None:
@@ -273,8 +284,10 @@ def _screen_once(text: str, ids: Identifiers, keep_numbers: bool) -> str | None:
     spans += [tokens[index] for index in hits]
     if not spans:
         return None
-    removed = bytearray(len(text))
-    for start, end in spans:
-        removed[start:end] = b"\x01" * (end - start)
-    kept = "".join(" " if removed[i] else char for i, char in enumerate(text))
-    return kept
+    kept, position = [], 0
+    for start, end in sorted(spans):
+        start = max(start, position)
+        if end > start:
+            kept += [text[position:start], " " * (end - start)]
+            position = end
+    return "".join(kept) + text[position:]
