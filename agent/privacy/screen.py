@@ -135,6 +135,7 @@ class Identifiers:
     # has no NUL, so "token in blob" is "token in one of them").
     _long_re: re.Pattern | None = field(init=False, repr=False, compare=False, default=None)
     _numbered_blob: str = field(init=False, repr=False, compare=False, default="")
+    _blob: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
         # a run longer than any identifier value (LO and PN component groups hold 64 characters, PS3.5 6.2) cannot
@@ -147,6 +148,7 @@ class Identifiers:
             longest_first = sorted(self._long, key=len, reverse=True)
             object.__setattr__(self, "_long_re", re.compile("|".join(map(re.escape, longest_first))))
         object.__setattr__(self, "_numbered_blob", "\x00".join(self._numbered))
+        object.__setattr__(self, "_blob", "\x00".join(self.components))
 
     @classmethod
     def of(cls, values: Iterable[str | None], birth_dates: Iterable[str | None] = ()) -> "Identifiers":
@@ -229,8 +231,8 @@ def _runs(text: str, spans: list[tuple[int, int]], folded: list[str], ids: Ident
             joined += folded[last]
             grouped = digits >= 0 and _group(folded[last]) and gap in NUMBER_GAPS
             digits = digits + len(folded[last]) if grouped else -1
-            if digits < 0 and not compound and len(joined) > ids._longest:
-                break  # too long to equal an identifier or be a fragment of one, and no number
+            if digits < 0 and not compound and joined not in ids._blob:
+                break  # no longer part of any identifier (nor will a longer run be), and no number
             if not keep_numbers and digits >= NUMBER_RUN_MIN_DIGITS:
                 runs.append((first, last, True))
                 break
