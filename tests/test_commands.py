@@ -182,3 +182,14 @@ def test_a_reply_goes_only_where_the_filters_say_and_never_on_data_topics(levels
         assert topic == f"{base}/cmd/reply" or topic.startswith(f"{base}/cmd/reply/") or levels[0] == "replies"
     if topic == prefix or (topic.startswith(prefix + "/") and not topic.startswith(base + "/cmd/")):
         assert response_topic_refusal(topic, ("#",), prefix, base) is not None  # whatever the filters say
+
+
+def test_a_very_long_or_odd_response_topic_is_refused_in_a_short_message():
+    base, prefix = "xray/v1/s/r", "xray/v1"
+    filters = reply_filters(REPLY_TOPICS_DEFAULT, prefix, "s", "r")
+    for topic in ("elsewhere/" + "x" * 65_000, "replies/" + "#" * 65_000, "$SYS/" + "y" * 65_000,
+                  f"{base}/exposure/" + "z" * 65_000):
+        problem = response_topic_refusal(topic, filters, prefix, base)
+        assert problem is not None and len(problem) < 400 and "65" in problem, problem[:200]
+    for topic in ("replies/\u200b+", "replies/a+b", "replies/\uff03", "$share/g/replies/x", "xray/v1/s/r/cmd"):
+        assert response_topic_refusal(topic, filters, prefix, base) is not None or topic == "replies/\uff03", topic

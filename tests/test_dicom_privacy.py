@@ -2,6 +2,7 @@
 fields, not in free text typed at the modality, and no payload field carries text that has not been classified."""
 
 import json
+import re
 import logging
 import shutil
 import stat
@@ -207,9 +208,10 @@ def test_intake_counts_screened_values_coarsens_times_and_logs_no_text(sink, box
 #   screened: free text from the object, passed through agent.privacy.policy (name in FREE_TEXT_FIELDS), or copied
 #             from such a field (dose alerts, the summary's protocols);
 #   ref:      a keyed hash or random id; config: from the agent's config or rules file; agent: written by the agent
-#             (names, codes, its own messages, instrument frames); staff: typed by staff on the QC page.
-SCREENED, REF, CONFIG, AGENT, STAFF = "screened", "ref", "config", "agent", "staff"
-COPIED = "copied from screened exposure fields"  # e.g. a QC record's unit identity, taken from its exposure events
+#             (names, codes, its own messages, instrument frames); staff: typed by staff on the QC page;
+#   copied:   copied from the screened equipment fields of exposure events (agent.qc.matching.event_device: the
+#             QC record's X-ray unit), checked below to stay so.
+SCREENED, REF, CONFIG, AGENT, STAFF, COPIED = "screened", "ref", "config", "agent", "staff", "copied"
 ENVELOPE = {"msg_id": REF, "site": CONFIG, "room": CONFIG, "ts": AGENT}
 EQUIPMENT_TEXT = {"station_name": SCREENED, "manufacturer": SCREENED, "model": SCREENED, "device_serial": SCREENED,
                   "modality": SCREENED}
@@ -249,6 +251,19 @@ STRING_FIELDS = {
         "unit.unit_id": CONFIG, "unit.manufacturer": COPIED, "unit.model": COPIED, "unit.serial_number": COPIED,
         "unit.station_name": COPIED, "unit.conflicts[]": COPIED, "exposures[].technique.target_filter": COPIED},
 }
+
+
+def test_the_qc_records_unit_is_copied_from_screened_exposure_fields():
+    """The `copied` fields come from an exposure event's screened equipment fields, and only from them."""
+    import inspect
+
+    from agent.qc import matching
+
+    source = inspect.getsource(matching.event_device)
+    assert {"event.manufacturer", "event.model", "event.device_serial", "event.station_name"} <= set(
+        re.findall(r"event\.\w+", source)) == {"event.manufacturer", "event.model", "event.device_serial",
+                                                "event.station_name"}
+    assert {"manufacturer", "model", "device_serial", "station_name"} <= set(FREE_TEXT_FIELDS)
 
 
 def _text_fields(schema: dict, node: dict, path: str = "") -> set[str]:

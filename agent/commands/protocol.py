@@ -110,6 +110,16 @@ def reply_filters(patterns: list[str] | tuple[str, ...], prefix: str, site: str,
     return tuple(p.format(prefix=prefix, site=site, room=room) for p in patterns)
 
 
+TOPIC_SHOWN_CHARS = 120  # a topic may be 65,535 bytes (MQTT 5 section 1.5.4): messages quote its beginning
+
+
+def shown_topic(topic: str) -> str:
+    """`topic` quoted for a message or the log, cut to TOPIC_SHOWN_CHARS with its full length said."""
+    if len(topic) <= TOPIC_SHOWN_CHARS:
+        return repr(topic)
+    return f"{topic[:TOPIC_SHOWN_CHARS]!r}… ({len(topic)} characters)"
+
+
 def response_topic_refusal(topic: str | None, filters: tuple[str, ...], prefix: str, base: str) -> str | None:
     """Why the agent must not publish a reply on `topic`, or None. The topic must match one of `filters` (MQTT
     wildcard matching, MQTT 5 section 4.7), and inside `{prefix}/` only `{base}/cmd/...` is ever allowed, so a
@@ -117,14 +127,14 @@ def response_topic_refusal(topic: str | None, filters: tuple[str, ...], prefix: 
     if not topic:
         return "no response topic (MQTT 5 ResponseTopic): nowhere to answer"
     if "+" in topic or "#" in topic:
-        return f"response topic {topic!r} has a wildcard"
+        return f"response topic {shown_topic(topic)} has a wildcard"
     if topic.startswith("$"):  # $SYS/...: broker topics, never matched by a wildcard (MQTT 5 section 4.7.2)
-        return f"response topic {topic!r} is a broker topic"
+        return f"response topic {shown_topic(topic)} is a broker topic"
     if (topic == prefix or topic.startswith(prefix + "/")) and not topic.startswith(base + "/cmd/"):
-        return (f"response topic {topic!r} is inside the agent's data topics; use one outside {prefix}/ or under "
-                f"{base}/cmd/")
+        return (f"response topic {shown_topic(topic)} is inside the agent's data topics; use one outside {prefix}/ "
+                f"or under {base}/cmd/")
     if not any(topic_matches_sub(f, topic) for f in filters):
-        return f"response topic {topic!r} matches none of commands.reply_topics ({', '.join(filters)})"
+        return f"response topic {shown_topic(topic)} matches none of commands.reply_topics ({', '.join(filters)})"
     return None
 
 

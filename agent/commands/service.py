@@ -14,7 +14,7 @@ import time
 
 from agent.commands.handlers import COMMANDS, CommandContext, CommandError
 from agent.commands.protocol import (Incoming, parse, refusal, reply_filters, reply_properties,
-                                     response_topic_refusal)
+                                     response_topic_refusal, shown_topic)
 from agent.payloads.base import new_msg_id
 from agent.payloads.command import CommandReply
 
@@ -100,7 +100,7 @@ class CommandService:
         except CommandError as exc:
             self._reply(incoming, error=f"{incoming.command}: {exc}")
             return
-        log.info("command %r run (reply to %s)", incoming.command, incoming.response_topic)
+        log.info("command %r run (reply to %s)", incoming.command, shown_topic(incoming.response_topic or ""))
         self._reply(incoming, result=result)
 
     def _reply(self, incoming: Incoming, result: dict | None = None, error: str | None = None) -> None:

@@ -7,6 +7,7 @@ field, not the whole object.
 
 from __future__ import annotations
 
+import unicodedata
 from decimal import Decimal
 from functools import lru_cache
 
@@ -48,22 +49,31 @@ def element_value(ds: Dataset, key: str | int) -> object:
         return None
 
 
-def read_text(ds: Dataset, keyword: str) -> str | None:
-    """An element as stripped text (multi-values joined by "\\"), or None if absent, empty or unreadable."""
+def read_text(ds: Dataset, keyword: str, max_chars: int = TEXT_MAX_CHARS) -> str | None:
+    """An element as stripped text (multi-values joined by "\\"), or None if absent, empty or unreadable; at most
+    `max_chars` characters (clean_text)."""
     value = element_value(ds, keyword)
     if value is None or isinstance(value, (bytes, bytearray, Sequence, Dataset)):
         return None
     parts = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
-    return clean_text("\\".join(str(part) for part in parts))
+    return clean_text("\\".join(str(part) for part in parts), max_chars)
 
 
-def clean_text(text: str | None) -> str | None:
-    """Strip padding and control characters, cap the length; None when nothing is left."""
-    if not text:
-        return None
-    if not text.isprintable():  # the common case (all printable) skips the per-character filter
-        text = "".join(char for char in text if char.isprintable())
-    return text.strip()[:TEXT_MAX_CHARS] or None
+def clean_text(text: str | None, max_chars: int = TEXT_MAX_CHARS) -> str | None:
+    """Strip padding and control characters, cap the length; None when nothing is left. The cut never splits a word:
+    a word cut in two ("Zebe" of a name) is a fragment no screen recognises, so the part before the cut goes too."""
+    text = text or ""
+    kept = (text if text.isprintable() else "".join(char for char in text if char.isprintable())).strip()
+    if len(kept) > max_chars:
+        cut = max_chars
+        while cut > 0 and _word_char(kept[cut]) and _word_char(kept[cut - 1]):
+            cut -= 1
+        kept = kept[:cut].rstrip()
+    return kept or None
+
+
+def _word_char(char: str) -> bool:
+    return char.isalnum() or unicodedata.category(char).startswith("M")
 
 
 def read_numbers(ds: Dataset, keyword: str) -> list[Decimal]:

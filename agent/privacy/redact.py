@@ -5,14 +5,16 @@ date), pynetdicom may name elements, and Python warnings (logging.captureWarning
 carry the same texts. Such a value can be a UID or a patient's name, so in records of these loggers quoted text, UIDs,
 long numbers and dates are replaced by "…"; the message's wording stays, so the problem is still recognisable.
 The agent's own messages are written not to carry values and pass unchanged, but an exception logged with its
-traceback (any logger) has its message lines redacted the same way: an OSError names the exported file, a parsing
-error quotes its input. The traceback's frames and source lines stay.
+traceback (any logger) has its message lines (each exception of the chain: first line, continuation lines, notes)
+redacted the same way: an OSError names the exported file, a parsing error quotes its input. The traceback's frames
+and source lines stay.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import traceback
 
 THIRD_PARTY_LOGGERS = ("pydicom", "pynetdicom", "py.warnings")
 REDACTED = "…"
@@ -28,19 +30,34 @@ def redact(text: str) -> str:
     return VALUES.sub(REDACTED, text)
 
 
-def redact_traceback(text: str) -> str:
-    """A formatted traceback with the exception message lines redacted (frames and source lines kept)."""
-    kept = []
-    for line in text.splitlines():
-        frame = line.startswith((" ", "Traceback (most recent call last)", "During handling of the above",
-                                 "The above exception was the direct cause"))
-        kept.append(line if frame else redact(line))
-    return "\n".join(kept)
+def redacted_traceback(exc_info) -> str:
+    """The traceback of `exc_info` as logging formats it, with the exception message of each exception in the chain
+    redacted: its first line, its continuation lines and notes, however they are indented (pydantic puts the input
+    value on an indented line). Built from the traceback's structure, not by guessing which printed lines are frames,
+    so a message cannot pass for a frame. Frames and source lines are kept."""
+    chain, exc = [], traceback.TracebackException(*exc_info)
+    while exc is not None:
+        if exc.__cause__ is not None:
+            chain.append((exc, "\nThe above exception was the direct cause of the following exception:\n\n"))
+            exc = exc.__cause__
+        elif exc.__context__ is not None and not exc.__suppress_context__:
+            chain.append((exc, "\nDuring handling of the above exception, another exception occurred:\n\n"))
+            exc = exc.__context__
+        else:
+            chain.append((exc, ""))
+            exc = None
+    out: list[str] = []
+    for exc, joint in reversed(chain):  # the cause first; the joint sentence leads into the exception it belongs to
+        out.append(joint)
+        if exc.stack:
+            out += ["Traceback (most recent call last):\n", *exc.stack.format()]
+        out += [redact(line) for line in exc.format_exception_only()]
+    return "".join(out).rstrip("\n")
 
 
 def _redact_exception(record: logging.LogRecord) -> None:
     if record.exc_info and not record.exc_text:
-        record.exc_text = redact_traceback(_FORMATTER.formatException(record.exc_info))
+        record.exc_text = redacted_traceback(record.exc_info)
 
 
 def _redact_record(record: logging.LogRecord) -> None:

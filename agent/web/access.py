@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter
 from typing import Iterable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from flask import Response, g, jsonify, redirect, request
 from prometheus_client.core import CounterMetricFamily
@@ -44,7 +44,14 @@ SESSION_IDLE_S = 12 * 3600  # a shift; a browser left signed in overnight signs 
 SESSIONS_MAX = 64  # sign-ins held at once; the least recently used goes first
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_PATHS = ("/login", "/qc/static/")  # the sign-in form and its style sheet
-REFUSALS = ("host", "auth", "origin", "csrf", "login")
+REFUSALS = ("host", "auth", "origin", "csrf", "login", "login-limit")
+# Wrong sign-ins per source address: after LOGIN_FAILURES_MAX in LOGIN_WINDOW_S, that address is answered 429 until
+# the window ends. The room token is at least 32 characters (web.token_file), so guessing is hopeless anyway; the
+# limit keeps a guessing script from costing CPU and filling the refusal counter, and does not lock out other
+# addresses (the physicist's browser). At most LOGIN_SOURCES_MAX addresses are tracked: the oldest window goes first.
+LOGIN_FAILURES_MAX = 10
+LOGIN_WINDOW_S = 60.0
+LOGIN_SOURCES_MAX = 1024
 
 
 def _host_name(host: str) -> tuple[str, int | None] | None:
@@ -78,6 +85,7 @@ class Access:
         self._lock = threading.Lock()
         self._clock = clock
         self.refused: Counter[str] = Counter()
+        self._failures: dict[str, tuple[float, int]] = {}  # source address -> (window end, wrong sign-ins)
 
     # ---- the hook ----------------------------------------------------------------------------------------------------
     def check(self) -> Response | tuple | None:
@@ -96,7 +104,9 @@ class Access:
                                                  "contents of web.token_file")
             if self._wants_page():
                 self.refused["auth"] += 1
-                return redirect(f"/login?next={request.full_path.rstrip('?')}", 303)
+                # the path as requested, percent-encoded: a decoded CR/LF or space must not reach the header
+                target = quote(request.full_path.rstrip("?"), safe="/?&=%:@!$'()*+,;~-._")
+                return redirect(f"/login?next={quote(target, safe='/')}", 303)
             return self._refuse("auth", 401, "sign in at /login, or send 'Authorization: Bearer TOKEN' with the "
                                              "contents of web.token_file")
         g.xray_principal = principal
@@ -180,10 +190,31 @@ class Access:
         return bool(given) and hmac.compare_digest(given.encode(), self.csrf_token(purpose).encode())
 
     # ---- sessions ----------------------------------------------------------------------------------------------------
-    def sign_in(self, given: str) -> str | None:
-        """A new session id when `given` is the room token, else None."""
+    def login_retry_after(self, source: str | None) -> int:
+        """Seconds until `source` may try to sign in again (0: now)."""
+        with self._lock:
+            end, count = self._failures.get(source or "", (0.0, 0))
+            left = end - self._clock()
+            if left <= 0 or count < LOGIN_FAILURES_MAX:
+                return 0
+        self.refused["login-limit"] += 1
+        return max(1, int(left + 0.999))
+
+    def _failed(self, source: str | None) -> None:
+        now = self._clock()
+        with self._lock:
+            end, count = self._failures.get(source or "", (0.0, 0))
+            if end <= now:
+                end, count = now + LOGIN_WINDOW_S, 0
+            self._failures[source or ""] = (end, count + 1)
+            if len(self._failures) > LOGIN_SOURCES_MAX:
+                del self._failures[min(self._failures, key=lambda a: self._failures[a][0])]
+
+    def sign_in(self, given: str, source: str | None = None) -> str | None:
+        """A new session id when `given` is the room token, else None (counted against `source`, the address)."""
         if not self.token or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
             self.refused["login"] += 1
+            self._failed(source)
             return None
         sid = secrets.token_urlsafe(32)
         with self._lock:
@@ -214,7 +245,8 @@ class Access:
 
     # ---- metrics -----------------------------------------------------------------------------------------------------
     def collector(self) -> Collector:
-        """`xray_agent_web_refused_total{reason}`: requests refused by host, auth, origin, csrf or a wrong sign-in."""
+        """`xray_agent_web_refused_total{reason}`: requests refused by host, auth, origin, csrf, a wrong sign-in
+        (login) or a source over the sign-in limit (login-limit)."""
         access = self
 
         class _Refused(Collector):

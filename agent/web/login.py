@@ -6,6 +6,8 @@ that the page's own requests then carry. The form itself is protected like any w
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Flask, current_app, g, redirect, render_template, request
 
 from agent.web.access import CSRF_FIELD, SESSION_COOKIE, Access
@@ -29,10 +31,15 @@ def _access() -> Access:
     return current_app.extensions[EXTENSION]
 
 
+# A path on this server: printable ASCII without spaces or a backslash. Browsers drop tab, CR and LF inside a URL
+# and read a backslash as "/" (WHATWG URL standard, "basic URL parser"): "/<TAB>/evil" would be followed as "//evil".
+LOCAL_PATH = re.compile(r"/(?![/\\])[!-~]*")
+
+
 def _next_path() -> str:
-    """Where to go after signing in: a path on this server only (never //host or a URL)."""
+    """Where to go after signing in: a path on this server only (never //host, a URL, or one hiding either)."""
     target = request.values.get("next") or "/qc"
-    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/qc"
+    return target if LOCAL_PATH.fullmatch(target) and "\\" not in target else "/qc"
 
 
 @bp.get("/login")
@@ -55,7 +62,11 @@ def sign_in():
     if not access.same_origin() or not access.csrf_ok(request.form.get(CSRF_FIELD), LOGIN_PURPOSE):
         access.refused["origin"] += 1
         return _form("This form must be sent from this server's own sign-in page: reload it and try again.", 403)
-    sid = access.sign_in(request.form.get("token", ""))
+    wait_s = access.login_retry_after(request.remote_addr)
+    if wait_s:
+        html, status = _form(f"Too many wrong tokens from this address: try again in {wait_s} s.", 429)
+        return html, status, {"Retry-After": str(wait_s)}
+    sid = access.sign_in(request.form.get("token", ""), request.remote_addr)
     if sid is None:
         return _form("That is not this room's token.", 401)
     response = redirect(_next_path(), 303)
