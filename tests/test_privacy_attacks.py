@@ -190,6 +190,8 @@ def test_identifiers_inside_the_request_attributes_are_looked_for():
 
 @pytest.mark.parametrize("text, expected", [
     ("Thorax L4-5-2000-01-01", "Thorax L4-5"),  # a date glued to a spine level: the level stays
+    ("THORAX L4-5-01.01.2000 AA", "THORAX L4-5"),  # the birth date in another spelling: found by the property test
+    ("Thorax L4-5-2023-01-01", "Thorax L4-5"),  # any date, not only the birth date
     ("Thorax AA-01 Jan 2000", "Thorax"), ("Thorax 2000-01-02-02 Jan 2000", "Thorax"),
     ("Thorax 0000 2 views", "Thorax 2 views"),  # a count next to a removed id stays
 ])
